@@ -1,0 +1,100 @@
+"""Counterfactual pairs for path patching (SPEC section 4) and the three DCM desiderata (SPEC section 6).
+
+Every pair keeps the clean (base) example, its counterfactual, and the target the desideratum predicts
+when the right components are patched from the counterfactual into the clean run. Counterfactual
+contexts are drawn from the clean example's split, so splits stay disjoint.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from benchmark.data.boxes import (
+    Context,
+    DatasetError,
+    Example,
+    Split,
+    check_words,
+    context_rng,
+    draw_context,
+)
+
+_MAX_DRAWS = 1000
+
+
+class Desideratum(StrEnum):
+    """What a counterfactual is built to move: the SPEC's three DCM desiderata, plus path patching."""
+
+    PATH_PATCHING = "path_patching"
+    OBJECT = "object"
+    POSITION = "position"
+    LABEL = "label"
+
+
+DCM_DESIDERATA: tuple[Desideratum, ...] = (Desideratum.OBJECT, Desideratum.POSITION, Desideratum.LABEL)
+
+
+@dataclass(frozen=True)
+class CounterfactualPair:
+    """A clean example, its counterfactual, and the expected answer (with leading space) under patching."""
+
+    clean: Example
+    counterfactual: Example
+    target: str
+    desideratum: Desideratum
+
+
+def _other_index(rng: random.Random, n_boxes: int, exclude: set[int]) -> int:
+    return rng.choice([i for i in range(n_boxes) if i not in exclude])
+
+
+def _disjoint_context(rng: random.Random, clean: Context, split: Split, shared_label: tuple[int, str] | None):
+    """A context of the split avoiding the clean objects and labels, except `shared_label` = (pos, label)."""
+    objects = [o for o in split.objects if o not in clean.objects]
+    labels = [label for label in split.labels if label not in clean.labels]
+    if shared_label is None:
+        return draw_context(rng, clean.n_boxes, clean.split, objects, labels)
+    position, label = shared_label
+    for _ in range(_MAX_DRAWS):
+        context = draw_context(rng, clean.n_boxes, clean.split, objects, labels)
+        new_labels = list(context.labels)
+        new_labels[position] = label
+        candidate = Context(context.objects, tuple(new_labels))
+        if candidate.split == clean.split:
+            return candidate
+    raise DatasetError(f"could not draw a {clean.split} counterfactual sharing label {label!r}")
+
+
+def build_pair(
+    rng: random.Random, clean: Example, split: Split, desideratum: Desideratum
+) -> CounterfactualPair:
+    """Build one counterfactual pair for `clean` as SPEC sections 4 and 6 define it."""
+    n, i = clean.n_boxes, clean.query_index
+    base = clean.context
+    if desideratum is Desideratum.LABEL:
+        # Query, in the counterfactual, the label of another base box k, placed at a third position j:
+        # base answer (i), label target (k) and position target (j) are three different objects.
+        k = _other_index(rng, n, {i})
+        j = _other_index(rng, n, {i, k})
+        context = _disjoint_context(rng, base, split, shared_label=(j, base.labels[k]))
+        return CounterfactualPair(clean, Example(context, j), " " + base.objects[k], desideratum)
+    context = _disjoint_context(rng, base, split, shared_label=None)
+    if desideratum is Desideratum.OBJECT:
+        cf = Example(context, rng.randrange(n))
+        return CounterfactualPair(clean, cf, cf.answer, desideratum)
+    # Path patching and position: another position, really different from the clean one.
+    j = _other_index(rng, n, {i})
+    target = clean.answer if desideratum is Desideratum.PATH_PATCHING else " " + base.objects[j]
+    return CounterfactualPair(clean, Example(context, j), target, desideratum)
+
+
+def build_pairs(split: Split, desideratum: Desideratum | str, seed: int = 0) -> list[CounterfactualPair]:
+    """One counterfactual pair per row of `split`, seeded by (split id, desideratum, seed)."""
+    desideratum = Desideratum(desideratum)
+    check_words(split.n_boxes, split.objects, split.labels, factor=2)
+    if desideratum is Desideratum.LABEL and split.n_boxes < 3:
+        raise ValueError("the label desideratum needs at least 3 boxes")
+    rng = context_rng(split.split_id, desideratum.value, seed)
+    return [build_pair(rng, clean, split, desideratum) for clean in split.examples]
