@@ -1,0 +1,233 @@
+"""Read and write attention-head components with plain torch hooks on unmodified Hugging Face modules.
+
+A component is one head's output before the output projection at one token position (SPEC section 3).
+Every primitive is a context manager that removes its hooks on exit, also after an exception:
+
+- `capture_head_outputs` / `capture_qkv`: record heads at chosen positions during a forward pass.
+- `patch_head_outputs` / `patch_qkv`: overwrite heads (where a mask says so) with given values.
+- `mean_ablate`: `patch_head_outputs` with per-position means from a reference set.
+
+Shapes: `positions` is [batch, site] (token index of each site in each row; None = every position);
+head values are [batch, site, layer, head, head_dim]; masks broadcast to [batch, site, layer, head].
+A batch dimension of 1 broadcasts over the batch. Hooks nest: the one entered last wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from benchmark.models.adapter import QKV, ArchitectureAdapter
+
+# Edit of one layer's heads at the sites: [batch, site, head, d] -> same shape.
+SiteEdit = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def _resolve_layers(adapter: ArchitectureAdapter, layers: Sequence[int] | None) -> list[int]:
+    return list(range(adapter.shape.n_layers)) if layers is None else list(layers)
+
+
+def _edit_sites(x: torch.Tensor, positions: torch.Tensor | None, edit: Callable) -> torch.Tensor:
+    """Apply `edit` to x [batch, pos, head, d] at `positions` [batch or 1, site]; return a new tensor."""
+    if positions is None:
+        return edit(x)
+    batch = x.shape[0]
+    positions = positions.to(x.device).expand(batch, -1)
+    rows = torch.arange(batch, device=x.device)[:, None]
+    out = x.clone()
+    out[rows, positions] = edit(x[rows, positions])
+    return out
+
+
+@contextmanager
+def _hooks(register: Callable[[nn.Module, Callable], torch.utils.hooks.RemovableHandle], targets) -> Iterator:
+    """Register one hook per (module, hook) pair and remove them all on exit, whatever happens."""
+    handles = []
+    try:
+        for module, hook in targets:
+            handles.append(register(module, hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_output_hook(adapter: ArchitectureAdapter, index: int, positions, edit: SiteEdit):
+    n_heads, d = adapter.shape.n_heads, adapter.shape.head_dim
+
+    def hook(module, args):
+        x, *rest = args  # [batch, pos, head * d]
+        heads = x.view(*x.shape[:-1], n_heads, d)
+        new = _edit_sites(heads, positions, lambda sites: edit(sites, index))
+        return (new.reshape(x.shape).contiguous(), *rest)
+
+    return hook
+
+
+@contextmanager
+def edit_head_outputs(
+    adapter: ArchitectureAdapter, edit: SiteEdit, positions: torch.Tensor | None = None, layers=None
+) -> Iterator[None]:
+    """Edit head outputs (input of each layer's output projection) at `positions` with `edit(sites, i)`.
+
+    `i` indexes `layers` (all layers by default); `edit` gets and returns [batch, site, head, d].
+    """
+    layers = _resolve_layers(adapter, layers)
+    targets = [
+        (adapter.out_proj(layer), _head_output_hook(adapter, i, positions, edit))
+        for i, layer in enumerate(layers)
+    ]
+    with _hooks(lambda m, h: m.register_forward_pre_hook(h), targets):
+        yield
+
+
+def _qkv_hook(adapter: ArchitectureAdapter, kind: QKV, index: int, positions, edit: SiteEdit):
+    def hook(module, args, output):
+        new = output.clone()
+        view = adapter.qkv_view(kind, new)  # [batch, pos, qkv_heads, d], a view into `new`
+        view.copy_(_edit_sites(view, positions, lambda sites: edit(sites, index)))
+        return new
+
+    return hook
+
+
+@contextmanager
+def edit_qkv(
+    adapter: ArchitectureAdapter,
+    kind: QKV,
+    edit: SiteEdit,
+    positions: torch.Tensor | None = None,
+    layers=None,
+) -> Iterator[None]:
+    """Edit the q, k or v vectors of each layer's heads (k, v: one per key-value group) at `positions`."""
+    layers = _resolve_layers(adapter, layers)
+    targets = [
+        (adapter.qkv_projection(layer, kind), _qkv_hook(adapter, kind, i, positions, edit))
+        for i, layer in enumerate(layers)
+    ]
+    with _hooks(lambda m, h: m.register_forward_hook(h), targets):
+        yield
+
+
+@dataclass
+class Recording:
+    """Values captured during a forward pass; `stack()` gives [batch, site, layer, head, d]."""
+
+    per_layer: list[torch.Tensor | None] = field(default_factory=list)
+
+    def stack(self) -> torch.Tensor:
+        if any(t is None for t in self.per_layer):
+            raise RuntimeError("nothing was recorded for some layer: run a forward pass inside the context")
+        return torch.stack(self.per_layer, dim=2)
+
+
+def _recorder(recording: Recording, detach_to: torch.device | None) -> SiteEdit:
+    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:
+        recording.per_layer[index] = sites.detach().to(detach_to or sites.device, copy=True)
+        return sites
+
+    return edit
+
+
+@contextmanager
+def capture_head_outputs(
+    adapter: ArchitectureAdapter, positions: torch.Tensor | None = None, layers=None, to_device=None
+) -> Iterator[Recording]:
+    """Record head outputs at `positions`; the recording stacks to [batch, site, layer, head, d]."""
+    recording = Recording([None] * len(_resolve_layers(adapter, layers)))
+    with edit_head_outputs(adapter, _recorder(recording, to_device), positions, layers):
+        yield recording
+
+
+@contextmanager
+def capture_qkv(
+    adapter: ArchitectureAdapter,
+    kind: QKV,
+    positions: torch.Tensor | None = None,
+    layers=None,
+    to_device=None,
+) -> Iterator[Recording]:
+    """Record q, k or v at `positions`; the recording stacks to [batch, site, layer, qkv_head, d]."""
+    recording = Recording([None] * len(_resolve_layers(adapter, layers)))
+    with edit_qkv(adapter, kind, _recorder(recording, to_device), positions, layers):
+        yield recording
+
+
+def _replacer(values: torch.Tensor, mask: torch.Tensor | None) -> SiteEdit:
+    """Replace sites by values[:, :, i] where mask[..., i, :] is true (everywhere without a mask)."""
+
+    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:
+        new = values[:, :, index].to(sites.device, sites.dtype)  # [batch, site, head, d]
+        if mask is None:
+            return new.expand_as(sites)
+        keep = mask[..., index, :].to(sites.device)[..., None]  # [batch, site, head, 1]
+        return torch.where(keep, new, sites)
+
+    return edit
+
+
+@contextmanager
+def patch_head_outputs(
+    adapter: ArchitectureAdapter,
+    values: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    layers=None,
+) -> Iterator[None]:
+    """Overwrite head outputs with `values` [batch|1, site, layer, head, d] where `mask` is true."""
+    with edit_head_outputs(adapter, _replacer(values, mask), positions, layers):
+        yield
+
+
+@contextmanager
+def patch_qkv(
+    adapter: ArchitectureAdapter,
+    kind: QKV,
+    values: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    layers=None,
+) -> Iterator[None]:
+    """Overwrite q, k or v with `values` [batch|1, site, layer, qkv_head, d] where `mask` is true."""
+    with edit_qkv(adapter, kind, _replacer(values, mask), positions, layers):
+        yield
+
+
+@contextmanager
+def mean_ablate(
+    adapter: ArchitectureAdapter, means: torch.Tensor, keep: torch.Tensor | None = None
+) -> Iterator[None]:
+    """Replace every head at every position by its mean [pos, layer, head, d], except where `keep` is true.
+
+    `keep` broadcasts to [batch, pos, layer, head]: the components left at their own value (a circuit).
+    """
+    mask = None if keep is None else ~keep.bool()
+    with patch_head_outputs(adapter, means[None], positions=None, mask=mask):
+        yield
+
+
+@contextmanager
+def stacked(*managers) -> Iterator[list]:
+    """Enter several hook context managers in order (the last one entered wins where they overlap)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(m) for m in managers]
+
+
+@torch.inference_mode()
+def head_output_means(
+    model: nn.Module, adapter: ArchitectureAdapter, input_ids: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
+    """Mean head outputs over a reference set of equal-length prompts: [pos, layer, head, d] (float32)."""
+    device = next(model.parameters()).device
+    total = None
+    for start in range(0, len(input_ids), batch_size):
+        batch = input_ids[start : start + batch_size].to(device)
+        with capture_head_outputs(adapter, to_device=device) as recording:
+            model(batch)
+        part = recording.stack().float().sum(dim=0)  # [pos, layer, head, d]
+        total = part if total is None else total + part
+    return total / len(input_ids)

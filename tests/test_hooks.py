@@ -1,0 +1,166 @@
+"""Known-answer tests of the hook layer on every supported tiny architecture (SPEC section 3)."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from benchmark.data import encode_examples, generate_split
+from benchmark.hooks import (
+    capture_head_outputs,
+    capture_qkv,
+    head_output_means,
+    mean_ablate,
+    patch_head_outputs,
+    patch_qkv,
+)
+from benchmark.models import QKV, ArchitectureAdapter, UnsupportedArchitectureError
+from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=TINY_ARCHITECTURES)
+def tiny(request, tmp_path_factory):
+    """(model, adapter, clean ids, counterfactual ids) for one tiny architecture, float32 on CPU."""
+    directory = build_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    clean = encode_examples(tokenizer, generate_split(3, "test", 6, seed=0).examples).input_ids
+    counterfactual = encode_examples(tokenizer, generate_split(3, "test", 6, seed=1).examples).input_ids
+    return model, ArchitectureAdapter(model), clean, counterfactual
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def _capture(model, adapter, ids, **kwargs):
+    with torch.no_grad(), capture_head_outputs(adapter, **kwargs) as recording:
+        model(ids)
+    return recording.stack()  # [batch, site, layer, head, d]
+
+
+def _attention_outputs(model, adapter, ids) -> list[torch.Tensor]:
+    """The real output of every layer's output projection."""
+    outputs = []
+    handles = [
+        adapter.out_proj(layer).register_forward_hook(lambda m, a, out: outputs.append(out.detach()))
+        for layer in range(adapter.shape.n_layers)
+    ]
+    try:
+        _logits(model, ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def test_head_outputs_through_output_projection_rebuild_the_module_output(tiny):
+    model, adapter, clean, _ = tiny
+    heads = _capture(model, adapter, clean)
+    real = _attention_outputs(model, adapter, clean)
+    n_heads = adapter.shape.n_heads
+    for layer in range(adapter.shape.n_layers):
+        z = heads[:, :, layer]  # [batch, pos, head, d]
+        proj = adapter.out_proj(layer)
+        bias = proj(torch.zeros_like(z.flatten(-2)))
+        with torch.no_grad():
+            # Each head alone through the projection, then summed: the per-head decomposition.
+            per_head = [
+                proj((z * (torch.arange(n_heads) == h)[:, None]).flatten(-2)) - bias for h in range(n_heads)
+            ]
+            rebuilt = torch.stack(per_head).sum(0) + bias
+        torch.testing.assert_close(rebuilt, real[layer], atol=ATOL, rtol=0)
+
+
+def test_patching_every_head_with_its_own_clean_value_changes_nothing(tiny):
+    model, adapter, clean, _ = tiny
+    before = _logits(model, clean)
+    with patch_head_outputs(adapter, _capture(model, adapter, clean)):
+        after = _logits(model, clean)
+    torch.testing.assert_close(after, before, atol=ATOL, rtol=0)
+
+
+def test_patching_one_layer_with_counterfactual_values_gives_the_counterfactual_attention_output(tiny):
+    model, adapter, clean, counterfactual = tiny
+    layer = adapter.shape.n_layers - 2
+    cf_heads = _capture(model, adapter, counterfactual, layers=[layer])
+    with patch_head_outputs(adapter, cf_heads, layers=[layer]):
+        patched = _attention_outputs(model, adapter, clean)[layer]
+    expected = _attention_outputs(model, adapter, counterfactual)[layer]
+    assert not torch.allclose(_attention_outputs(model, adapter, clean)[layer], expected, atol=1e-3)
+    torch.testing.assert_close(patched, expected, atol=ATOL, rtol=0)
+
+
+def test_mean_ablation_over_the_clean_prompt_alone_changes_nothing(tiny):
+    model, adapter, clean, _ = tiny
+    for row in range(2):
+        ids = clean[row : row + 1]
+        means = head_output_means(model, adapter, ids)
+        with mean_ablate(adapter, means):
+            ablated = _logits(model, ids)
+        torch.testing.assert_close(ablated, _logits(model, ids), atol=ATOL, rtol=0)
+
+
+def test_mean_ablation_changes_logits_unless_kept(tiny):
+    model, adapter, clean, _ = tiny
+    means = head_output_means(model, adapter, clean)
+    with mean_ablate(adapter, means):
+        ablated = _logits(model, clean)
+    assert not torch.allclose(ablated, _logits(model, clean), atol=1e-3)
+    keep = torch.ones(1, 1, adapter.shape.n_layers, adapter.shape.n_heads, dtype=torch.bool)
+    with mean_ablate(adapter, means, keep=keep):
+        kept = _logits(model, clean)
+    torch.testing.assert_close(kept, _logits(model, clean), atol=ATOL, rtol=0)
+
+
+def test_patch_at_one_position_leaves_earlier_positions_alone(tiny):
+    model, adapter, clean, counterfactual = tiny
+    last = clean.shape[1] - 1
+    positions = torch.full((len(clean), 1), last - 3)
+    cf_sites = _capture(model, adapter, counterfactual, positions=positions)
+    assert cf_sites.shape[:2] == (len(clean), 1)
+    before = _logits(model, clean)
+    with patch_head_outputs(adapter, cf_sites, positions=positions):
+        after = _logits(model, clean)
+    torch.testing.assert_close(after[:, : last - 3], before[:, : last - 3], atol=ATOL, rtol=0)
+    assert not torch.allclose(after[:, last], before[:, last], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(QKV))
+def test_qkv_patching_with_own_values_changes_nothing_and_counterfactual_values_do(tiny, kind):
+    model, adapter, clean, counterfactual = tiny
+    positions = torch.full((len(clean), 1), clean.shape[1] - 1)
+    with torch.no_grad(), capture_qkv(adapter, kind, positions=positions) as own:
+        before = model(clean).logits
+    with torch.no_grad(), capture_qkv(adapter, kind, positions=positions) as other:
+        model(counterfactual)
+    assert own.stack().shape[3] == adapter.qkv_heads(kind)
+    with patch_qkv(adapter, kind, own.stack(), positions=positions):
+        torch.testing.assert_close(_logits(model, clean), before, atol=ATOL, rtol=0)
+    with patch_qkv(adapter, kind, other.stack(), positions=positions):
+        assert not torch.allclose(_logits(model, clean)[:, -1], before[:, -1], atol=1e-4)
+
+
+def test_hooks_are_removed_after_an_exception(tiny):
+    model, adapter, clean, _ = tiny
+    values = _capture(model, adapter, clean)
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        patch_head_outputs(adapter, values),
+        capture_qkv(adapter, QKV.V),
+    ):
+        raise RuntimeError("boom")
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+def test_unsupported_architecture_names_the_supported_ones():
+    class Config:
+        model_type = "bert"
+
+    class Model(torch.nn.Module):
+        config = Config()
+
+    with pytest.raises(UnsupportedArchitectureError, match="supported: .*llama"):
+        ArchitectureAdapter(Model())
