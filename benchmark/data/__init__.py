@@ -11,6 +11,7 @@ from benchmark.data.boxes import (
     Split,
     generate_split,
     read_jsonl,
+    reference_prompts,
     render,
 )
 from benchmark.data.counterfactuals import (
@@ -29,6 +30,7 @@ from benchmark.data.tokenization import (
     check_vocabulary,
     encode_examples,
     encode_pairs,
+    encode_prompts,
     find_positions,
 )
 from benchmark.data.words import LABELS, OBJECTS
@@ -60,5 +62,7 @@ __all__ = [
     "find_positions",
     "generate_split",
     "read_jsonl",
+    "reference_prompts",
+    "encode_prompts",
     "render",
 ]

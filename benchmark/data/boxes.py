@@ -86,8 +86,11 @@ class RenderedPrompt:
     query_label_span: tuple[int, int]
 
 
-def render(context: Context, query_index: int) -> RenderedPrompt:
-    """Render "The apple is in Box F, the ... in Box D. Box F contains the" with word spans."""
+def render(context: Context, query_index: int, query_label: str | None = None) -> RenderedPrompt:
+    """Render "The apple is in Box F, the ... in Box D. Box F contains the" with word spans.
+
+    `query_label` overrides the queried label (mean-ablation reference prompts query a label not there).
+    """
     text, object_spans, label_spans = "", [], []
     for i, (obj, label) in enumerate(zip(context.objects, context.labels, strict=True)):
         text += "The " if i == 0 else ", the "
@@ -96,7 +99,7 @@ def render(context: Context, query_index: int) -> RenderedPrompt:
         label_spans.append((len(text), len(text) + len(label)))
         text += label
     text += ". Box "
-    query_label = context.labels[query_index]
+    query_label = query_label or context.labels[query_index]
     query_label_span = (len(text), len(text) + len(query_label))
     text += query_label + " contains the"
     return RenderedPrompt(text, tuple(object_spans), tuple(label_spans), query_label_span)
@@ -252,3 +255,16 @@ def generate_split(
 def read_jsonl(text: str) -> list[Example]:
     """Parse canonical JSONL back into examples."""
     return [Example.from_record(json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def reference_prompts(split: Split, seed: int = 0) -> list[str]:
+    """The mean-ablation reference set (SPEC section 3): each row's query label replaced by a random letter.
+
+    The letter is one of the split's labels that is not in the context, so the query names no box.
+    """
+    rng = context_rng(split.split_id, "reference", seed)
+    prompts = []
+    for example in split.examples:
+        letter = rng.choice([label for label in split.labels if label not in example.context.labels])
+        prompts.append(render(example.context, example.query_index, query_label=letter).text)
+    return prompts

@@ -146,18 +146,24 @@ class EncodedPrompts:
         return EncodedPrompts(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
-def encode_examples(tokenizer, examples: Sequence[Example]) -> EncodedPrompts:
-    """Tokenize prompts, answers and positions; every prompt must have the same token length."""
-    if not examples:
-        raise DatasetError("no examples to encode")
-    ids = [_encode(tokenizer, e.prompt) for e in examples]
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids [batch, pos] of prompts that must all have the same token length."""
+    if not prompts:
+        raise DatasetError("no prompts to encode")
+    ids = [_encode(tokenizer, prompt) for prompt in prompts]
     lengths = sorted({len(x) for x in ids})
     if len(lengths) != 1:
-        odd = next(e.prompt for e, x in zip(examples, ids, strict=True) if len(x) != len(ids[0]))
+        odd = next(p for p, x in zip(prompts, ids, strict=True) if len(x) != len(ids[0]))
         raise TokenizerError(
             f"prompts have unequal token lengths {lengths} (e.g. {odd!r}); some object or label is not a "
             "single token here: build the split from the words that check_vocabulary(tokenizer, n) keeps"
         )
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_examples(tokenizer, examples: Sequence[Example]) -> EncodedPrompts:
+    """Tokenize prompts, answers and positions; every prompt must have the same token length."""
+    input_ids = encode_prompts(tokenizer, [e.prompt for e in examples])
     positions = [find_positions(tokenizer, e) for e in examples]
     answers = []
     for e in examples:
@@ -170,7 +176,7 @@ def encode_examples(tokenizer, examples: Sequence[Example]) -> EncodedPrompts:
         return torch.tensor(values, dtype=torch.long)
 
     return EncodedPrompts(
-        input_ids=column(ids),
+        input_ids=input_ids,
         answer_ids=column(answers),
         query_index=column([e.query_index for e in examples]),
         query_label_pos=column([p.query_label for p in positions]),
