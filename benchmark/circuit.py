@@ -93,3 +93,18 @@ class Circuit:
 
     def to_dict(self) -> dict[str, list[list[int]]]:
         return {group.value: [list(h) for h in self.heads(group)] for group in GROUPS}
+
+
+def keep_mask(circuit: Circuit, encoded: EncodedPrompts, n_layers: int, n_heads: int) -> torch.Tensor:
+    """Components a circuit run leaves alone, each group's heads at its position: [batch, pos, layer, head].
+
+    Everything outside the mask is mean-ablated in a circuit run (SPEC section 5).
+    """
+    batch, n_pos = encoded.input_ids.shape
+    keep = torch.zeros(batch, n_pos, n_layers, n_heads, dtype=torch.bool)
+    rows = torch.arange(batch)
+    for group in GROUPS:
+        if circuit.heads(group):
+            positions = group_positions(group, encoded)
+            keep[rows, positions] |= circuit.mask(group, n_layers, n_heads)
+    return keep

@@ -1,0 +1,134 @@
+"""What was loaded, exactly: SHA-256 of weight files, adapters and vocabulary, in a JSON-ready record.
+
+lm-eval leaves the model hash empty for local and offline models; a result of the suite must name the
+bytes it measured (SPEC section 8), so every loaded model carries a `ModelRecord`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from benchmark.models.adapter import HeadShape
+
+CHUNK_BYTES = 8 * 1024 * 1024
+PROGRESS_MIN_BYTES = 256 * 1024 * 1024  # show a progress bar above this much to hash
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+_MACHINE_SPECIFIC_ADAPTER_KEYS = ("base_model_name_or_path", "revision")
+
+
+def sha256_files(paths: Sequence[Path], progress: bool | None = None, desc: str = "sha256") -> str:
+    """SHA-256 of the files' bytes in the given order, read in chunks so a 14 GB model never sits in memory.
+
+    A single file hashes to what `sha256sum` prints. `progress=None` shows a bar only for large totals.
+    """
+    total = sum(path.stat().st_size for path in paths)
+    show = total >= PROGRESS_MIN_BYTES if progress is None else progress
+    digest = hashlib.sha256()
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show) as bar:
+        for path in paths:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def weight_files(directory: Path, gguf_file: str | None = None) -> tuple[Path, ...]:
+    """The weight files `from_pretrained` reads from `directory`, sorted by name.
+
+    A GGUF file alone; else the shards named by a safetensors (or .bin) index; else model.safetensors
+    (or pytorch_model.bin); else every top-level *.safetensors, then every *.bin file.
+    """
+    if gguf_file is not None:
+        return (directory / gguf_file,)
+    for index_name in _INDEXES:
+        index = directory / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return tuple(directory / shard for shard in shards)
+    for name in _SINGLE_FILES:
+        if (directory / name).is_file():
+            return (directory / name,)
+    for pattern in ("*.safetensors", "*.bin"):
+        found = sorted(path for path in directory.glob(pattern) if path.is_file())
+        if found:
+            return tuple(found)
+    return ()
+
+
+def vocab_sha256(vocab: dict[str, int]) -> str:
+    """SHA-256 of the token -> id map as canonical JSON: equal hashes mean identical vocabularies."""
+    canonical = json.dumps(sorted(vocab.items()), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """One PEFT adapter of the chain: where it came from and the hashes of its weights and settings."""
+
+    path: str
+    weights_sha256: str
+    config_sha256: str  # adapter_config.json without machine-specific keys (base model path, revision)
+    peft_type: str
+
+
+def adapter_record(directory: Path) -> AdapterRecord:
+    """Hash an adapter directory written by PEFT's `save_pretrained`."""
+    config = json.loads((directory / "adapter_config.json").read_text())
+    portable = {k: v for k, v in config.items() if k not in _MACHINE_SPECIFIC_ADAPTER_KEYS}
+    canonical = json.dumps(portable, sort_keys=True, separators=(",", ":"))
+    files = [directory / name for name in _ADAPTER_WEIGHTS if (directory / name).is_file()]
+    return AdapterRecord(
+        path=str(directory),
+        weights_sha256=sha256_files(files, desc=f"sha256 {directory.name}"),
+        config_sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        peft_type=str(config.get("peft_type", "")),
+    )
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Identity of one loaded model for a result: source, revision, bytes, geometry and tokenizer."""
+
+    id: str
+    revision: str | None
+    gguf_file: str | None
+    adapters: tuple[AdapterRecord, ...]
+    dtype: str
+    model_type: str
+    architecture: str | None
+    head_shape: HeadShape
+    tokenizer_class: str
+    vocab_size: int
+    vocab_sha256: str
+    config_sha256: str | None  # config.json's bytes; None for GGUF (its config lives in the hashed file)
+    weight_files: tuple[str, ...]
+    weights_sha256: str
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict:
+        """Plain JSON types only (nested dicts and lists)."""
+        record = asdict(self)
+        record["adapters"] = [dict(adapter) for adapter in record["adapters"]]
+        record["weight_files"] = list(self.weight_files)
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> ModelRecord:
+        """Inverse of `to_dict`, for reading a stored result."""
+        return cls(
+            **{
+                **record,
+                "adapters": tuple(AdapterRecord(**adapter) for adapter in record["adapters"]),
+                "head_shape": HeadShape(**record["head_shape"]),
+                "weight_files": tuple(record["weight_files"]),
+            }
+        )
