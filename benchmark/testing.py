@@ -103,3 +103,62 @@ def build_tiny_model(
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def _last_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """The input of the output embedding (the final hidden state) at the last position, [batch, hidden]."""
+    captured = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0][:, -1]))
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, use_cache=False)
+    finally:
+        handle.remove()
+    return captured[0].double()
+
+
+def steer_answers(model, input_ids: torch.Tensor, targets: torch.Tensor, margin: float = 10.0) -> None:
+    """Rewrite the (untied) output embedding so that row r's argmax is exactly `targets[r]`.
+
+    Every other token's logit becomes 0 and each target's logit `margin` on its rows (an exact
+    least-squares fit, so rows must not outnumber the hidden size). Gives models with a known answer per row.
+    """
+    head = model.get_output_embeddings()
+    if head.weight is model.get_input_embeddings().weight:
+        raise ValueError("steer_answers needs untied input and output embeddings (not gpt2)")
+    hidden = _last_hidden(model, input_ids)
+    if hidden.shape[0] > hidden.shape[1]:
+        raise ValueError(f"at most {hidden.shape[1]} rows can be steered exactly, got {hidden.shape[0]}")
+    tokens = sorted(set(targets.tolist()))
+    wanted = torch.zeros(hidden.shape[0], len(tokens), dtype=torch.float64)
+    wanted[torch.arange(hidden.shape[0]), [tokens.index(t) for t in targets.tolist()]] = margin
+    rows = (torch.linalg.pinv(hidden) @ wanted).T  # [tokens, hidden]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[tokens] = rows.to(head.weight.dtype)
+        if getattr(head, "bias", None) is not None:
+            head.bias.zero_()
+
+
+def build_known_answer_model(
+    arch: str, directory: str | Path, examples, correct, seed: int = 0, margin: float = 10.0
+) -> Path:
+    """Save a tiny model that answers `examples[r]` right exactly when `correct[r]` (else another object)."""
+    from benchmark.data.tokenization import encode_examples
+
+    if len(examples) != len(correct):
+        raise ValueError(f"{len(examples)} examples but {len(correct)} correctness flags")
+    build_tiny_model(arch, directory, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(directory).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
+    encoded = encode_examples(tokenizer, examples)
+    answers = encoded.answer_ids.tolist()
+    choices = sorted(set(answers))
+    if len(choices) < 2:
+        raise ValueError("the examples need at least two different answers")
+    wrong = [choices[0] if a != choices[0] else choices[1] for a in answers]
+    targets = torch.tensor([a if ok else w for a, ok, w in zip(answers, correct, wrong, strict=True)])
+    steer_answers(model, encoded.input_ids, targets, margin)
+    model.save_pretrained(directory)
+    return Path(directory)

@@ -1,0 +1,210 @@
+"""`etbench`: the suite's command line. Thin: it parses arguments, calls the library and prints tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from benchmark.accuracy import AccuracyResult
+from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+class CliError(Exception):
+    """A user error the CLI reports in one line, with exit code 2 and no traceback."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_data_parser(commands) -> None:
+    parser = commands.add_parser(
+        "data",
+        help="write a split of the boxes task as canonical JSONL",
+        description="Generate a split of the boxes task (SPEC section 2), write its canonical JSONL and "
+        "print its id and SHA-256. The same arguments always give byte-identical output.",
+    )
+    parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="which split (disjoint contexts)")
+    parser.add_argument("--seed", type=int, default=0, help="generation seed")
+    parser.add_argument(
+        "--prompts", type=positive_int, default=500, help="rows, rounded up to whole contexts"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    parser.set_defaults(handler=cmd_data)
+
+
+def _add_accuracy_parser(commands) -> None:
+    parser = commands.add_parser(
+        "accuracy",
+        help="score a model's accuracy on the boxes test split",
+        description="Accuracy of a causal LM on the boxes test split: argmax over the full vocabulary at "
+        "the last position equals the answer token, overall and per queried box. Words that are not "
+        "single tokens for the model's tokenizer are removed first and reported.",
+    )
+    parser.add_argument(
+        "--model", required=True, help="hub id, local directory, .gguf file, or built-in 'smollm2'"
+    )
+    parser.add_argument("--gguf-file", help="GGUF file inside --model (a directory or hub repo)")
+    parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
+    parser.add_argument("--prompts", type=positive_int, default=500, help="size of the test split (rows)")
+    parser.add_argument("--limit", type=positive_int, help="score only the first K rows of the split")
+    parser.add_argument("--seed", type=int, default=0, help="test split seed")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass")
+    parser.set_defaults(handler=cmd_accuracy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `etbench` argument parser, one subcommand per task."""
+    parser = argparse.ArgumentParser(
+        prog="etbench",
+        description="Entity-tracking mechanism benchmark: behaviour, circuits, DCM and CMAP of a base "
+        "model and its fine-tuned descendant.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_parser(commands)
+    _add_accuracy_parser(commands)
+    return parser
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Write the split's canonical JSONL and print its id and SHA-256."""
+    from benchmark.data import generate_split
+
+    split = generate_split(args.boxes, args.split, args.prompts, args.seed)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(split.jsonl, encoding="ascii")
+    except OSError as error:
+        raise CliError(f"cannot write {args.out}: {error}") from error
+    rows = [("split", split.split_id), ("sha256", split.sha256), ("rows", len(split.examples))]
+    print(tabulate([*rows, ("out", str(args.out))], tablefmt="plain"))
+    return 0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and tokenizer ready to score, with a one-line description of where they came from."""
+
+    model: object
+    tokenizer: object
+    source: str
+
+
+def _resolve_model_source(name: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(path or hub id, gguf file) to load, for a built-in alias, a directory, a .gguf file or a hub id."""
+    from benchmark.builtin import BuiltinModelError, is_builtin, resolve_builtin_model
+
+    if is_builtin(name):
+        try:
+            directory, builtin_gguf = resolve_builtin_model(name)
+        except BuiltinModelError as error:
+            raise CliError(str(error)) from error
+        return str(directory), builtin_gguf
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name
+    if path.exists():
+        return str(path), gguf_file
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf"):
+        raise CliError(f"model directory not found: {name}")
+    return name, gguf_file
+
+
+def _load_for_accuracy(name: str, gguf_file: str | None, device: str, dtype: str) -> LoadedModel:
+    """Minimal model + tokenizer loader for `etbench accuracy`; to be replaced by benchmark.models."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf_file = _resolve_model_source(name, gguf_file)
+    options = {"gguf_file": gguf_file} if gguf_file else {}
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **options)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CliError(f"cannot load model {name!r}: {first_line}") from error
+    described = f"{source}/{gguf_file}" if gguf_file else source
+    return LoadedModel(model.to(device).eval(), tokenizer, described)
+
+
+def _removed_words(vocabulary: Vocabulary) -> str:
+    """The words removed for this tokenizer, comma-separated, or "none"."""
+    removed = [*vocabulary.removed_objects, *vocabulary.removed_labels]
+    return ", ".join(removed) if removed else "none"
+
+
+def _accuracy_tables(
+    split: Split, vocabulary: Vocabulary, result: AccuracyResult, header: list[tuple[str, str]]
+) -> str:
+    """The run's facts, then accuracy per queried box and overall."""
+    facts = [
+        *header,
+        ("split", split.split_id),
+        ("sha256", split.sha256),
+        ("rows scored", f"{result.n} of {len(split.examples)}"),
+        ("removed words", _removed_words(vocabulary)),
+    ]
+    rows = [
+        (f"box {i + 1}", n, acc)
+        for i, (n, acc) in enumerate(zip(result.n_per_position, result.per_position, strict=True))
+    ]
+    rows.append(("all", result.n, result.accuracy))
+    table = tabulate(rows, headers=("queried", "n", "accuracy"), floatfmt=".3f", tablefmt="github")
+    return tabulate(facts, tablefmt="plain") + "\n\n" + table
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    """Load a model, check its tokenizer, build the test split from the kept words and print accuracy."""
+    import torch
+
+    from benchmark.accuracy import score_accuracy
+    from benchmark.data import check_vocabulary, encode_examples, generate_split
+    from benchmark.data.boxes import check_boxes
+
+    check_boxes(args.boxes)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    loaded = _load_for_accuracy(args.model, args.gguf_file, device, args.dtype)
+    vocabulary = check_vocabulary(loaded.tokenizer, args.boxes)
+    split = generate_split(args.boxes, "test", args.prompts, args.seed, vocabulary.objects, vocabulary.labels)
+    examples = split.examples[: args.limit] if args.limit else split.examples
+    encoded = encode_examples(loaded.tokenizer, examples)
+    result = score_accuracy(loaded.model, encoded, batch_size=args.batch_size, device=device)
+    header = [
+        ("model", args.model),
+        ("loaded from", loaded.source),
+        ("device", f"{device}, {args.dtype}"),
+        ("time", f"{time.perf_counter() - started:.1f} s"),
+    ]
+    print(_accuracy_tables(split, vocabulary, result, header))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `etbench`; user errors print one line on stderr and return exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CliError, DatasetError) as error:
+        print(f"etbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
