@@ -8,7 +8,8 @@ pass is exactly the one lm-eval runs for a single-token `loglikelihood` continua
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -45,35 +46,74 @@ def _forward_last(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tens
     return model(input_ids=input_ids, **kwargs).logits[:, -1, :]
 
 
+# Builds the hook context for one batch (its rows of the prompts), e.g. a circuit run or a patch.
+Intervention = Callable[[EncodedPrompts], AbstractContextManager]
+
+
 def iter_last_token_logits(
     model: torch.nn.Module,
-    input_ids: torch.Tensor,
+    prompts: EncodedPrompts | torch.Tensor,
     batch_size: int = 32,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    intervention: Intervention | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield last-position logits [batch, vocab] batch by batch (on the model's device, model's dtype)."""
+    """Yield last-position logits [batch, vocab] batch by batch (model's device and dtype).
+
+    With `intervention`, each batch runs inside `intervention(rows of prompts)`.
+    """
+    encoded = prompts if isinstance(prompts, EncodedPrompts) else None
+    input_ids = prompts.input_ids if encoded is not None else prompts
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [batch, pos], got shape {tuple(input_ids.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if intervention is not None and encoded is None:
+        raise ValueError("an intervention needs EncodedPrompts (it reads positions), not bare input_ids")
     device = torch.device(device) if device is not None else model_device(model)
     starts = range(0, input_ids.shape[0], batch_size)
     show = progress if progress is not None else len(starts) >= _PROGRESS_MIN_BATCHES
     with torch.inference_mode():
         for start in tqdm(starts, desc="forward", unit="batch", disable=not show, leave=False):
-            yield _forward_last(model, input_ids[start : start + batch_size].to(device))
+            rows = slice(start, start + batch_size)
+            context = intervention(encoded.select(rows)) if intervention is not None else nullcontext()
+            with context:
+                logits = _forward_last(model, input_ids[rows].to(device))
+            yield logits
 
 
 def last_token_logits(
     model: torch.nn.Module,
-    input_ids: torch.Tensor,
+    prompts: EncodedPrompts | torch.Tensor,
     batch_size: int = 32,
     device: torch.device | str | None = None,
+    intervention: Intervention | None = None,
 ) -> torch.Tensor:
     """Last-position logits [batch, vocab] of equal-length prompts, as float32 on the CPU."""
-    batches = iter_last_token_logits(model, input_ids, batch_size, device)
+    batches = iter_last_token_logits(model, prompts, batch_size, device, intervention=intervention)
     return torch.cat([logits.float().cpu() for logits in batches])
+
+
+def answer_probability(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+    """p(answer) from last-position logits [rows, vocab]: [rows], float32, on the logits' device."""
+    return logits.float().softmax(-1).gather(1, answer_ids[:, None].to(logits.device))[:, 0]
+
+
+def answer_probabilities(
+    model: torch.nn.Module,
+    encoded: EncodedPrompts,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    intervention: Intervention | None = None,
+    answer_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """p(answer) at the last position of every row: [batch] float32 on the CPU (default: rows' answers)."""
+    answer_ids = encoded.answer_ids if answer_ids is None else answer_ids
+    parts, start = [], 0
+    for logits in iter_last_token_logits(model, encoded, batch_size, device, intervention=intervention):
+        parts.append(answer_probability(logits, answer_ids[start : start + len(logits)]).cpu())
+        start += len(logits)
+    return torch.cat(parts)
 
 
 def _fraction(flags: torch.Tensor) -> float:
@@ -86,13 +126,18 @@ def score_accuracy(
     encoded: EncodedPrompts,
     batch_size: int = 32,
     device: torch.device | str | None = None,
+    intervention: Intervention | None = None,
+    answer_ids: torch.Tensor | None = None,
 ) -> AccuracyResult:
-    """Share of prompts whose argmax next token (full vocabulary) is the answer token, with its breakdown."""
+    """Share of prompts whose argmax next token (full vocabulary) is the answer token, with its breakdown.
+
+    `intervention` runs each batch under hooks; `answer_ids` replaces the rows' answers (DCM targets).
+    """
     if len(encoded) == 0:
         raise ValueError("no prompts to score")
-    batches = iter_last_token_logits(model, encoded.input_ids, batch_size, device)
+    batches = iter_last_token_logits(model, encoded, batch_size, device, intervention=intervention)
     predicted = torch.cat([logits.argmax(dim=-1).cpu() for logits in batches])
-    correct = predicted == encoded.answer_ids
+    correct = predicted == (encoded.answer_ids if answer_ids is None else answer_ids.cpu())
     n_boxes = int(encoded.object_pos.shape[1])
     per_position, n_per_position = [], []
     for box in range(n_boxes):

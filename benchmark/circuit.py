@@ -12,6 +12,8 @@ from enum import StrEnum
 import torch
 
 from benchmark.data import EncodedPrompts
+from benchmark.hooks import mean_ablate
+from benchmark.models import ArchitectureAdapter
 
 Head = tuple[int, int]  # (layer, head)
 
@@ -108,3 +110,14 @@ def keep_mask(circuit: Circuit, encoded: EncodedPrompts, n_layers: int, n_heads:
             positions = group_positions(group, encoded)
             keep[rows, positions] |= circuit.mask(group, n_layers, n_heads)
     return keep
+
+
+def circuit_intervention(adapter: ArchitectureAdapter, circuit: Circuit, means: torch.Tensor):
+    """The circuit run as a per-batch intervention: mean-ablate (to `means` [pos, layer, head, d]) every
+    component outside the circuit, for `benchmark.accuracy`'s scoring functions."""
+    shape = adapter.shape
+
+    def intervene(batch: EncodedPrompts):
+        return mean_ablate(adapter, means, keep=keep_mask(circuit, batch, shape.n_layers, shape.n_heads))
+
+    return intervene

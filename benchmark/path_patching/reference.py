@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from benchmark.accuracy import answer_probability, model_device
 from benchmark.circuit import Head, site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, patch_head_outputs, patch_qkv
@@ -17,8 +18,6 @@ from benchmark.path_patching.sweep import (
     StageEffects,
     _receiver_mask,
     _senders,
-    answer_probability,
-    model_device,
 )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.accuracy import answer_probability, model_device
 from benchmark.circuit import Group, Head, Site, site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, edit_head_outputs, patch_qkv
@@ -62,15 +63,6 @@ class _Prompts:
     positions: torch.Tensor  # [prompt] sender / receiver position
     z_clean: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, clean run
     z_cf: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, counterfactual run
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def answer_probability(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
-    """p(answer) from last-position logits [rows, vocab]: [rows], float32."""
-    return logits.float().softmax(-1).gather(1, answer_ids[:, None].to(logits.device))[:, 0]
 
 
 @torch.inference_mode()

@@ -1,0 +1,134 @@
+"""Find the four-group circuit of one model: path-patching stages, selection, minimality pruning (SPEC 4).
+
+Stage A's heads are the receivers of stage B, B's of C, C's of D. A group with no selected head ends the
+chain: later stages are skipped (recorded) rather than run against nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.accuracy import answer_probabilities
+from benchmark.circuit import GROUPS, Circuit, Group, Head, circuit_intervention
+from benchmark.data import EncodedPairs, EncodedPrompts
+from benchmark.models import ArchitectureAdapter
+from benchmark.path_patching.sweep import STAGES, StageEffects, sweep_stage
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Settings of circuit discovery; the defaults are SPEC v1's."""
+
+    n_prompts: int = 300  # path-patching prompts
+    n_minimality_prompts: int = 100
+    effect_threshold: float = -0.01  # a head's mean effect must be at most this
+    z_score: float = 2.58  # ... and significant: mean + z * standard error < 0
+    max_group_fraction: float = 0.15  # at most this share of all heads per group
+    minimality_tolerance: float = 0.01  # drop a head whose removal changes the metric by less (relative)
+    seed: int = 0
+    rows_per_pass: int = 64  # (prompt, sender) rows per forward pass
+    batch_size: int = 32
+
+    def max_heads(self, n_components: int) -> int:
+        return max(1, math.floor(self.max_group_fraction * n_components))
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage: the effect of every head as a sender, and the heads selected (strongest first)."""
+
+    group: Group
+    effects: StageEffects | None  # None when the stage was skipped
+    selected: tuple[Head, ...]
+    skipped_because: str | None = None
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """The circuit before and after minimality pruning, with every stage's full effect array."""
+
+    config: DiscoveryConfig
+    stages: tuple[StageResult, ...]
+    selected: Circuit
+    circuit: Circuit
+    pruned: dict[Group, tuple[Head, ...]] = field(default_factory=dict)
+    minimality_metric: float = float("nan")  # mean p(answer) of the pruned circuit's run
+
+
+def select_heads(effects: StageEffects, config: DiscoveryConfig) -> tuple[Head, ...]:
+    """Heads with mean effect <= threshold and mean + z * stderr < 0, most negative first, capped."""
+    mean, stderr = effects.mean, effects.stderr
+    eligible = (mean <= config.effect_threshold) & (mean + config.z_score * stderr < 0)
+    heads = [(int(layer), int(head)) for layer, head in eligible.nonzero()]
+    heads.sort(key=lambda h: (float(mean[h]), h))
+    return tuple(heads[: config.max_heads(mean.numel())])
+
+
+def run_stages(
+    model, adapter: ArchitectureAdapter, pairs: EncodedPairs, config: DiscoveryConfig, progress=True
+):
+    """Run the four stages in order, each stage's receivers being the previous stage's selection."""
+    results: list[StageResult] = []
+    receivers: tuple[Head, ...] | None = None
+    for stage in STAGES:
+        if stage.receivers is not None and not receivers:
+            reason = f"no head was selected for {stage.receivers.value}, so this stage has no receivers"
+            results.append(StageResult(stage.group, None, (), reason))
+            receivers = ()
+            continue
+        effects = sweep_stage(
+            model, adapter, pairs, stage, receivers, config.rows_per_pass, config.batch_size, progress
+        )
+        receivers = select_heads(effects, config)
+        results.append(StageResult(stage.group, effects, receivers))
+    return tuple(results)
+
+
+def prune_minimal(circuit: Circuit, metric, tolerance: float, progress: bool = True):
+    """Drop, weakest first, each head whose removal moves `metric(circuit)` by under `tolerance` (relative).
+
+    Returns the pruned circuit, the dropped heads per group and the final metric.
+    """
+    current = metric(circuit)
+    groups = {group: list(circuit.heads(group)) for group in GROUPS}
+    dropped: dict[Group, tuple[Head, ...]] = {group: () for group in GROUPS}
+    bar = tqdm(total=sum(map(len, groups.values())), desc="minimality", disable=not progress)
+    for group in GROUPS:
+        for head in reversed(circuit.heads(group)):
+            candidate = Circuit.of({**groups, group: [h for h in groups[group] if h != head]})
+            value = metric(candidate)
+            if abs(value - current) <= tolerance * abs(current):
+                groups[group].remove(head)
+                dropped[group] += (head,)
+                current = value
+            bar.update()
+    bar.close()
+    return Circuit.of(groups), dropped, current
+
+
+def discover_circuit(
+    model,
+    adapter: ArchitectureAdapter,
+    pairs: EncodedPairs,
+    minimality_prompts: EncodedPrompts,
+    means: torch.Tensor,
+    config: DiscoveryConfig = DiscoveryConfig(),
+    progress: bool = True,
+) -> DiscoveryResult:
+    """Path-patch the four stages on `pairs`, select, then prune on `minimality_prompts` (circuit runs
+    with every other component mean-ablated to `means` [pos, layer, head, d])."""
+    stages = run_stages(model, adapter, pairs, config, progress)
+    selected = Circuit.of({result.group: result.selected for result in stages})
+
+    def metric(circuit: Circuit) -> float:
+        run = circuit_intervention(adapter, circuit, means)
+        return float(
+            answer_probabilities(model, minimality_prompts, config.batch_size, intervention=run).mean()
+        )
+
+    circuit, dropped, value = prune_minimal(selected, metric, config.minimality_tolerance, progress)
+    return DiscoveryResult(config, stages, selected, circuit, dropped, value)
