@@ -1,0 +1,362 @@
+"""Faithfulness of a circuit (SPEC section 5): accuracy with all else mean-ablated, over full accuracy.
+
+Also the random-circuit baseline (same group sizes, seeded draws), the curve of faithfulness over circuit size
+(top-k heads of the path-patching ranking) with its area, and cross-model evaluation (one model's circuit
+run inside another model, with that model's own means). No file I/O: tensors and dataclasses in and out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.accuracy import Intervention, score_accuracy
+from benchmark.circuit import GROUPS, Circuit, Group, Head, circuit_intervention
+from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prompts
+from benchmark.hooks import head_output_means, mean_ablate
+from benchmark.models import ArchitectureAdapter, HeadShape
+from benchmark.path_patching.discovery import DiscoveryResult, StageResult
+
+# The faithfulness curve's default circuit sizes, as shares of all heads (SPEC: from 1% to 100%).
+CURVE_FRACTIONS: tuple[float, ...] = (
+    0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+)  # fmt: skip
+
+# Components a run leaves at their own value, for a batch of rows: [batch|1, pos|1, layer, head] bool,
+# or None for none (the fully mean-ablated model).
+KeepFn = Callable[[EncodedPrompts], torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class FaithfulnessConfig:
+    """Settings of the faithfulness stage; the defaults are SPEC v1's (sizes are read by the pipeline)."""
+
+    n_prompts: int = 500  # evaluation prompts
+    n_reference: int = 500  # mean-ablation reference prompts
+    n_random: int = 10  # random-circuit draws
+    seed: int = 0  # seeds the random circuits and the reference set's letters
+    curve_fractions: tuple[float, ...] = CURVE_FRACTIONS
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class FaithfulnessResult:
+    """Accuracy of the full model and of the circuit run on the same prompts, and their ratio."""
+
+    full_accuracy: float
+    circuit_accuracy: float
+    faithfulness: float  # circuit / full; NaN when full accuracy is 0 (see undefined_because)
+    n_prompts: int
+    undefined_because: str | None = None
+
+    @property
+    def defined(self) -> bool:
+        return self.undefined_because is None
+
+
+@dataclass(frozen=True)
+class CrossModelFaithfulness:
+    """One model's circuit evaluated inside a model (possibly the other one of a pair), with its own means."""
+
+    circuit_model: str  # whose circuit
+    evaluated_model: str  # which model ran it (and gave the means)
+    result: FaithfulnessResult
+
+
+@dataclass(frozen=True)
+class RandomBaseline:
+    """Faithfulness of random circuits with the given circuit's group sizes, one result per seeded draw."""
+
+    sizes: dict[str, int]  # heads per group, as in the circuit it stands in for
+    seed: int
+    draws: tuple[Circuit, ...]
+    results: tuple[FaithfulnessResult, ...]
+
+    @property
+    def faithfulness(self) -> tuple[float, ...]:
+        return tuple(result.faithfulness for result in self.results)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.faithfulness) if self.results else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over the draws (NaN with fewer than two)."""
+        return statistics.stdev(self.faithfulness) if len(self.results) > 1 else math.nan
+
+
+@dataclass(frozen=True)
+class RankedHead:
+    """A head's place in the curve's ranking: its group (the stage where its effect is most negative)."""
+
+    head: Head
+    group: Group
+    effect: float  # its mean effect in that stage
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The circuit of the top-k ranked heads (k = fraction of all heads, rounded, at least 1)."""
+
+    fraction: float
+    k: int
+    accuracy: float
+    faithfulness: float
+
+
+@dataclass(frozen=True)
+class FaithfulnessCurve:
+    """Faithfulness over circuit size; `area` integrates it over the fraction of heads (trapezoid)."""
+
+    full_accuracy: float
+    ranking: tuple[RankedHead, ...]
+    points: tuple[CurvePoint, ...]
+
+    @property
+    def area(self) -> float:
+        """Trapezoid area over the points' fractions (in [0, 1]); spans [first fraction, last fraction]."""
+        pairs = list(zip(self.points, self.points[1:], strict=False))
+        return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+
+
+@dataclass(frozen=True)
+class FaithfulnessReport:
+    """Everything SPEC section 5 reports for one model and one circuit."""
+
+    config: FaithfulnessConfig
+    circuit: FaithfulnessResult
+    random: RandomBaseline
+    curve: FaithfulnessCurve
+
+
+def reference_input_ids(tokenizer, split: Split, seed: int = 0) -> torch.Tensor:
+    """Token ids [prompt, pos] of the SPEC mean-ablation reference set built from `split`."""
+    return encode_prompts(tokenizer, reference_prompts(split, seed))
+
+
+def ablation_means(
+    model, adapter: ArchitectureAdapter, tokenizer, split: Split, seed: int = 0, batch_size: int = 32
+) -> torch.Tensor:
+    """The one definition of mean-ablation values: head outputs averaged over the reference set of `split`,
+    [pos, layer, head, d]. Always take them from the model being evaluated (also across models)."""
+    return head_output_means(model, adapter, reference_input_ids(tokenizer, split, seed), batch_size)
+
+
+def _check_means(means: torch.Tensor, shape: HeadShape, encoded: EncodedPrompts) -> None:
+    expected = (encoded.input_ids.shape[1], shape.n_layers, shape.n_heads, shape.head_dim)
+    if tuple(means.shape) != expected:
+        raise ValueError(
+            f"means have shape {tuple(means.shape)}, expected [pos, layer, head, d] = {expected}: take them "
+            "from the evaluated model on reference prompts of the prompts' length (ablation_means)"
+        )
+
+
+def _check_circuit(circuit: Circuit, shape: HeadShape) -> None:
+    for group in GROUPS:
+        for layer, head in circuit.heads(group):
+            if not (0 <= layer < shape.n_layers and 0 <= head < shape.n_heads):
+                raise ValueError(
+                    f"head ({layer}, {head}) of {group.value} is outside this model's "
+                    f"{shape.n_layers} layers x {shape.n_heads} heads"
+                )
+
+
+def faithfulness_ratio(full_accuracy: float, circuit_accuracy: float, n_prompts: int) -> FaithfulnessResult:
+    """circuit / full accuracy; NaN with a reason (not an error) when the full model gets nothing right."""
+    if full_accuracy == 0:
+        reason = "the full model's accuracy is 0, so faithfulness (circuit / full accuracy) is undefined"
+        return FaithfulnessResult(full_accuracy, circuit_accuracy, math.nan, n_prompts, reason)
+    return FaithfulnessResult(full_accuracy, circuit_accuracy, circuit_accuracy / full_accuracy, n_prompts)
+
+
+def intervention_faithfulness(
+    model,
+    encoded: EncodedPrompts,
+    intervention: Intervention,
+    batch_size: int = 32,
+    full_accuracy: float | None = None,
+) -> FaithfulnessResult:
+    """Faithfulness of any per-batch intervention; `full_accuracy` skips re-scoring the unmodified model."""
+    if full_accuracy is None:
+        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
+    run = score_accuracy(model, encoded, batch_size, intervention=intervention).accuracy
+    return faithfulness_ratio(full_accuracy, run, len(encoded))
+
+
+def mask_faithfulness(
+    model,
+    adapter: ArchitectureAdapter,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    keep: KeepFn,
+    batch_size: int = 32,
+    full_accuracy: float | None = None,
+) -> FaithfulnessResult:
+    """Faithfulness with every component mean-ablated (`means` [pos, layer, head, d]) except where `keep`."""
+    _check_means(means, adapter.shape, encoded)
+
+    def intervene(rows: EncodedPrompts):
+        return mean_ablate(adapter, means, keep=keep(rows))
+
+    return intervention_faithfulness(model, encoded, intervene, batch_size, full_accuracy)
+
+
+def faithfulness(
+    model,
+    adapter: ArchitectureAdapter,
+    circuit: Circuit,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    batch_size: int = 32,
+    full_accuracy: float | None = None,
+) -> FaithfulnessResult:
+    """SPEC 5 circuit run: keep each group's heads at its position, mean-ablate every other component."""
+    _check_means(means, adapter.shape, encoded)
+    _check_circuit(circuit, adapter.shape)
+    run = circuit_intervention(adapter, circuit, means)
+    return intervention_faithfulness(model, encoded, run, batch_size, full_accuracy)
+
+
+def cross_model_faithfulness(
+    circuit_model: str,
+    circuit: Circuit,
+    evaluated_model: str,
+    model,
+    adapter: ArchitectureAdapter,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    batch_size: int = 32,
+) -> CrossModelFaithfulness:
+    """`circuit_model`'s circuit run inside `model` (named `evaluated_model`); `means` must be its own."""
+    result = faithfulness(model, adapter, circuit, encoded, means, batch_size)
+    return CrossModelFaithfulness(circuit_model, evaluated_model, result)
+
+
+def random_circuit(sizes: dict[str, int], shape: HeadShape, rng: random.Random) -> Circuit:
+    """A circuit with `sizes` heads per group, each group drawn uniformly without replacement from all heads.
+
+    Groups are drawn independently, so (as in a discovered circuit) a head may sit in two groups.
+    """
+    heads = [(layer, head) for layer in range(shape.n_layers) for head in range(shape.n_heads)]
+    for name, size in sizes.items():
+        if size > len(heads):
+            raise ValueError(f"group {name} has {size} heads, more than the model's {len(heads)}")
+    return Circuit.of({name: rng.sample(heads, size) for name, size in sizes.items()})
+
+
+def random_circuit_baseline(
+    model,
+    adapter: ArchitectureAdapter,
+    circuit: Circuit,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    n_draws: int = 10,
+    seed: int = 0,
+    batch_size: int = 32,
+    full_accuracy: float | None = None,
+    progress: bool = True,
+) -> RandomBaseline:
+    """Faithfulness of `n_draws` random circuits with `circuit`'s group sizes (draw i seeded by (seed, i))."""
+    if full_accuracy is None:
+        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
+    sizes = circuit.sizes
+    draws = tuple(
+        random_circuit(sizes, adapter.shape, random.Random(f"random-circuit/{seed}/{i}"))
+        for i in range(n_draws)
+    )
+    results = tuple(
+        faithfulness(model, adapter, draw, encoded, means, batch_size, full_accuracy)
+        for draw in tqdm(draws, desc="random circuits", disable=not progress)
+    )
+    return RandomBaseline(sizes, seed, draws, results)
+
+
+def head_ranking(stages: Sequence[StageResult]) -> tuple[RankedHead, ...]:
+    """Every head, most negative effect first, in the stage where its effect is most negative.
+
+    Skipped stages (no effects) take no part; ties go to the earlier stage, then to the lower (layer, head).
+    """
+    run = [stage for stage in stages if stage.effects is not None]
+    if not run:
+        raise ValueError("no stage has effects to rank heads by")
+    effects = torch.stack([stage.effects.mean.float() for stage in run])  # [stage, layer, head]
+    best, where = effects.min(dim=0)  # [layer, head] each; min returns the first stage on ties
+    n_layers, n_heads = best.shape
+    ranked = [
+        RankedHead((layer, head), run[int(where[layer, head])].group, float(best[layer, head]))
+        for layer in range(n_layers)
+        for head in range(n_heads)
+    ]
+    ranked.sort(key=lambda r: (r.effect, r.head))
+    return tuple(ranked)
+
+
+def top_k_circuit(ranking: Sequence[RankedHead], k: int) -> Circuit:
+    """The circuit of the first k ranked heads, each in its ranked group (so at that group's position)."""
+    groups: dict[Group, list[Head]] = {group: [] for group in GROUPS}
+    for ranked in ranking[:k]:
+        groups[ranked.group].append(ranked.head)
+    return Circuit.of(groups)
+
+
+def curve_k(fraction: float, n_components: int) -> int:
+    """Heads in the curve's circuit at `fraction` of all heads: rounded, at least 1, at most all."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"curve fractions must be in (0, 1], got {fraction}")
+    return min(n_components, max(1, round(fraction * n_components)))
+
+
+def faithfulness_curve(
+    model,
+    adapter: ArchitectureAdapter,
+    discovery: DiscoveryResult,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    fractions: Sequence[float] = CURVE_FRACTIONS,
+    batch_size: int = 32,
+    full_accuracy: float | None = None,
+    progress: bool = True,
+) -> FaithfulnessCurve:
+    """Faithfulness of the top-k circuit of the path-patching ranking for each fraction (sorted) of heads."""
+    if full_accuracy is None:
+        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
+    ranking = head_ranking(discovery.stages)
+    evaluated: dict[int, FaithfulnessResult] = {}  # by k: nearby fractions of a small model share a k
+    points = []
+    for fraction in tqdm(sorted(fractions), desc="faithfulness curve", disable=not progress):
+        k = curve_k(fraction, len(ranking))
+        if k not in evaluated:
+            circuit = top_k_circuit(ranking, k)
+            evaluated[k] = faithfulness(model, adapter, circuit, encoded, means, batch_size, full_accuracy)
+        result = evaluated[k]
+        points.append(CurvePoint(fraction, k, result.circuit_accuracy, result.faithfulness))
+    return FaithfulnessCurve(full_accuracy, ranking, tuple(points))
+
+
+def evaluate_faithfulness(
+    model,
+    adapter: ArchitectureAdapter,
+    discovery: DiscoveryResult,
+    encoded: EncodedPrompts,
+    means: torch.Tensor,
+    config: FaithfulnessConfig = FaithfulnessConfig(),
+    circuit: Circuit | None = None,
+    progress: bool = True,
+) -> FaithfulnessReport:
+    """SPEC 5 for one model: `circuit` (default: the discovered one), its random baseline and the curve."""
+    circuit = discovery.circuit if circuit is None else circuit
+    full = score_accuracy(model, encoded, config.batch_size).accuracy
+    own = faithfulness(model, adapter, circuit, encoded, means, config.batch_size, full)
+    shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress)
+    baseline = random_circuit_baseline(
+        model, adapter, circuit, encoded, means, config.n_random, config.seed, **shared
+    )
+    curve = faithfulness_curve(model, adapter, discovery, encoded, means, config.curve_fractions, **shared)
+    return FaithfulnessReport(config, own, baseline, curve)

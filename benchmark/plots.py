@@ -1,0 +1,119 @@
+"""PNG figures of a run: per-stage head-effect heatmaps and faithfulness curves (matplotlib).
+
+Figures are plain `matplotlib.figure.Figure` objects rendered by Agg, so pyplot's global state and the
+user's backend are never touched. The only module of the methods layer that writes files, and only to the
+path it is given. The same data gives the same bytes (no software or time stamp in the PNG metadata).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from benchmark.circuit import Group
+from benchmark.faithfulness import FaithfulnessCurve
+from benchmark.path_patching.discovery import DiscoveryResult, StageResult
+
+DPI = 100
+PANEL_SIZE = (3.6, 3.4)  # inches per heatmap panel
+CURVE_SIZE = (6.4, 4.4)  # inches
+_LETTERS = {group: "ABCD"[i] for i, group in enumerate(Group)}
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    """Write `figure` as a PNG without metadata that changes between runs, and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def _stage_title(stage: StageResult) -> str:
+    name = stage.group.value.replace("_", " ")
+    return f"{_LETTERS[stage.group]}: {name} ({len(stage.selected)} selected)"
+
+
+def _draw_stage(axes, stage: StageResult) -> None:
+    """One heatmap [layer, head] of a stage's mean effects, centred at 0, selected heads boxed."""
+    axes.set_title(_stage_title(stage), fontsize=9)
+    axes.set_xlabel("head")
+    axes.set_ylabel("layer")
+    if stage.effects is None:
+        axes.text(0.5, 0.5, "stage skipped", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        return
+    effects = stage.effects.mean.float().cpu()  # [layer, head]
+    limit = max(float(effects.abs().max()), 1e-9)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    image = axes.imshow(effects.numpy(), cmap="RdBu", norm=norm, origin="lower", aspect="auto")
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="effect")
+    for layer, head in stage.selected:
+        axes.add_patch(
+            Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2)
+        )
+
+
+def _as_stages(effects: DiscoveryResult | Sequence[StageResult]) -> tuple[StageResult, ...]:
+    return tuple(effects.stages if isinstance(effects, DiscoveryResult) else effects)
+
+
+def plot_head_effects(
+    effects: DiscoveryResult | Sequence[StageResult], path: str | Path, title: str | None = None
+) -> Path:
+    """One heatmap per path-patching stage (layer x head, diverging colours, selected heads boxed)."""
+    stages = _as_stages(effects)
+    if not stages:
+        raise ValueError("no stages to plot")
+    width, height = PANEL_SIZE
+    figure = Figure(figsize=(width * len(stages), height))
+    axes = figure.subplots(1, len(stages), squeeze=False)
+    for axis, stage in zip(axes[0], stages, strict=True):
+        _draw_stage(axis, stage)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_faithfulness_curves(
+    curves: Mapping[str, FaithfulnessCurve],
+    path: str | Path,
+    baselines: Mapping[str, float] | None = None,
+    title: str = "Faithfulness over circuit size",
+) -> Path:
+    """Faithfulness against the fraction of heads kept, one line per label (area in the legend);
+    `baselines` {label: value} adds dashed horizontal lines (e.g. a random circuit's mean)."""
+    if not curves:
+        raise ValueError("no curves to plot")
+    figure = Figure(figsize=CURVE_SIZE)
+    axes = figure.subplots()
+    for label, curve in curves.items():
+        x = [point.fraction for point in curve.points]
+        y = [point.faithfulness for point in curve.points]
+        axes.plot(x, y, marker="o", markersize=3, label=f"{label} (area {curve.area:.3f})")
+    for label, value in (baselines or {}).items():
+        axes.axhline(value, linestyle="--", linewidth=1, color="grey", label=f"{label} ({value:.3f})")
+    axes.axhline(1.0, linestyle=":", linewidth=0.8, color="black")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("fraction of heads in the circuit (top-k by path-patching effect)")
+    axes.set_ylabel("faithfulness (circuit / full accuracy)")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def heatmap_pixels(n_stages: int) -> tuple[int, int]:
+    """(width, height) in pixels of `plot_head_effects` with `n_stages` panels."""
+    return round(PANEL_SIZE[0] * n_stages * DPI), round(PANEL_SIZE[1] * DPI)
+
+
+def curve_pixels() -> tuple[int, int]:
+    """(width, height) in pixels of `plot_faithfulness_curves`."""
+    return round(CURVE_SIZE[0] * DPI), round(CURVE_SIZE[1] * DPI)
