@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from benchmark.accuracy import score_accuracy
+from benchmark.accuracy import answer_probabilities, score_accuracy
 from benchmark.circuit import GROUPS, Circuit, Group, keep_mask
 from benchmark.data import encode_examples, generate_split
 from benchmark.faithfulness import (
@@ -109,9 +109,15 @@ def test_a_circuit_run_keeps_each_group_at_its_position_only(setup):
     everywhere = torch.zeros(1, 1, 3, 4, dtype=torch.bool)
     for layer, head in CIRCUIT.all_heads():
         everywhere[..., layer, head] = True
-    at_all_positions = mask_faithfulness(model, adapter, encoded, means, lambda rows: everywhere)
     assert result == by_mask
-    assert at_all_positions.circuit_accuracy != result.circuit_accuracy
+
+    def probabilities(keep):
+        return answer_probabilities(
+            model, encoded, intervention=lambda rows: mean_ablate(adapter, means, keep(rows))
+        )
+
+    at_group_positions = probabilities(lambda rows: keep_mask(CIRCUIT, rows, 3, 4))
+    assert not torch.allclose(probabilities(lambda rows: everywhere), at_group_positions, atol=1e-4)
 
 
 def test_zero_full_accuracy_gives_nan_with_a_reason_not_an_error(setup):
