@@ -164,7 +164,8 @@ def _replacer(values: torch.Tensor, mask: torch.Tensor | None) -> SiteEdit:
         new = values[:, :, index].to(sites.device, sites.dtype)  # [batch, site, head, d]
         if mask is None:
             return new.expand_as(sites)
-        keep = mask[..., index, :].to(sites.device)[..., None]  # [batch, site, head, 1]
+        layer = index if mask.shape[-2] > 1 else 0  # a layer dimension of 1 broadcasts
+        keep = mask[..., layer, :].to(sites.device)[..., None]  # [batch, site, head, 1]
         return torch.where(keep, new, sites)
 
     return edit

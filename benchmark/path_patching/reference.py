@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from benchmark.accuracy import answer_probability, model_device
-from benchmark.circuit import Head, site_positions
+from benchmark.circuit import GROUP_SITE, Head, site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, patch_head_outputs, patch_qkv
 from benchmark.models import ArchitectureAdapter
@@ -45,6 +45,11 @@ def reference_stage(
     cf_sites = site_positions(stage.site, pairs.counterfactual)[:, None].to(device)
     z_cf = _heads(model, adapter, pairs.counterfactual.input_ids.to(device), cf_sites)[:, 0]
     relative = torch.zeros(len(pairs), adapter.shape.n_layers, adapter.shape.n_heads)
+    if stage.receivers is not None:  # pass 2 leaves every head before the receivers' reading position clean
+        reader = site_positions(GROUP_SITE[stage.receivers], pairs.clean).to(device)
+        before_reader = (torch.arange(clean.shape[1], device=device)[None] < reader[:, None])[
+            :, :, None, None
+        ]
     for layer, head in _senders(adapter, receivers if stage.receivers is not None else None):
         values = frozen.clone()
         values[rows, sites, layer, head] = z_cf[:, layer, head]
@@ -56,8 +61,10 @@ def reference_stage(
                     model(clean, use_cache=False)
         if stage.receivers is not None:
             layers, mask = _receiver_mask(adapter, receivers, stage.receiver_kind)
-            with patch_qkv(
-                adapter, stage.receiver_kind, recording.stack()[:, :, layers], sites[:, None], mask, layers
+            new_qkv = recording.stack()[:, :, layers]
+            with (
+                patch_head_outputs(adapter, frozen, mask=before_reader),
+                patch_qkv(adapter, stage.receiver_kind, new_qkv, sites[:, None], mask, layers),
             ):
                 p = answer_probability(model(clean, use_cache=False).logits[:, -1], answers)
         relative[:, layer, head] = ((p - p_clean) / p_clean).cpu()

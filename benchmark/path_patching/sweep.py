@@ -5,8 +5,10 @@ clean value (MLPs recompute) and lets the change reach only the receivers. Two f
 
 1. Pass 1 (sender -> receivers, or -> logits): with every head frozen, nothing moves between positions,
    so only the sender's own position changes. It is replayed alone, one token per row.
-2. Pass 2 (receivers -> logits): only positions from the receivers' position on can change, so it runs
-   that suffix on top of a cached clean prefix.
+2. Pass 2 (receivers -> logits): the receivers are read where their group works (A and B at the last
+   token, C at the query label). Their q there, or their v at the sender's position, is replaced, and
+   only the tokens from that reading position on are recomputed, over a cached clean prefix: heads
+   before it keep their clean outputs, so the change reaches the receivers and nothing else.
 
 The batch dimension carries (prompt, sender) rows. Every prompt also runs a null sender (its own clean
 value) through the same passes; effects are relative to it, so an unchanged sender has effect exactly 0.
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import answer_probability, model_device
-from benchmark.circuit import Group, Head, Site, site_positions
+from benchmark.circuit import GROUP_SITE, Group, Head, Site, site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, edit_head_outputs, patch_qkv
 from benchmark.models import QKV, ArchitectureAdapter
@@ -130,39 +134,64 @@ def _senders(adapter: ArchitectureAdapter, receivers: tuple[Head, ...] | None) -
     return [(layer, head) for layer in range(top) for head in range(adapter.shape.n_heads)]
 
 
-def _chunks(prompts: _Prompts, stage: Stage, max_prompts: int) -> Iterator[torch.Tensor]:
-    """Prompt indices in chunks that share one receiver position (so they share a prefix length)."""
-    keys = prompts.positions if stage.receivers is not None else torch.zeros_like(prompts.positions)
-    for key in keys.unique().tolist():
-        members = (keys == key).nonzero()[:, 0]
-        yield from members.split(max_prompts)
+def _chunks(n_prompts: int, max_prompts: int) -> Iterator[torch.Tensor]:
+    """Prompt indices in chunks of at most `max_prompts`."""
+    yield from torch.arange(n_prompts).split(max_prompts)
+
+
+def _cached_values(cache, layer: int) -> torch.Tensor:
+    """The cached v of one layer: [batch, kv_head, pos, d] (transformers' DynamicCache, old or new layout)."""
+    layers = getattr(cache, "layers", None)
+    return layers[layer].values if layers is not None else cache.value_cache[layer]
 
 
 class _SuffixRun:
-    """Pass 2 for a prompt chunk repeated k times: from the receivers' position on, over a cached prefix."""
+    """Pass 2 for a prompt chunk repeated k times: a clean prefix up to the receivers' reading position (their
+    group's position), then the rest, with the receivers' q (read there) or v (cached, at the senders'
+    position) replaced. Heads before the reading position keep their clean outputs."""
 
     def __init__(
         self, model, adapter, prompts: _Prompts, chunk: torch.Tensor, k: int, stage: Stage, receivers
     ):
-        self.model, self.adapter, self.kind = model, adapter, stage.receiver_kind
+        if stage.receiver_kind is QKV.K:
+            raise ValueError("path patching into keys is not supported (cached keys carry rotary embeddings)")
+        self.model, self.kind = model, stage.receiver_kind
         self.layers, self.mask = _receiver_mask(adapter, receivers, stage.receiver_kind)
         ids = prompts.pairs.clean.input_ids[chunk].to(model_device(model))
-        start = int(prompts.positions[chunk[0]])  # chunks share the receivers' position
-        prefix = model(ids[:, :start], use_cache=True)
+        reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
+        prefix = model(ids[:, :reader], use_cache=True)
         self.cache = getattr(prefix, "cache", None) or prefix.past_key_values
+        self.cache.batch_repeat_interleave(k)
         self.cache_kwarg = (
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         )
-        self.cache.batch_repeat_interleave(k)
-        self.suffix = ids[:, start:].repeat_interleave(k, 0)
+        self.suffix = ids[:, reader:].repeat_interleave(k, 0)
         self.answers = prompts.pairs.clean.answer_ids[chunk].repeat_interleave(k)
+        self.sender_positions = prompts.positions[chunk].repeat_interleave(k)  # [rows]
+        self.patch_q = partial(
+            patch_qkv, adapter, QKV.Q, positions=torch.zeros(len(self.suffix), 1, dtype=torch.long)
+        )
+
+    def _write_values(self, receiver_values: torch.Tensor) -> None:
+        """Put the receivers' new v [rows, 1, layer, kv head, d] into the cache at the senders' position."""
+        rows = torch.arange(len(self.suffix))[:, None]
+        for index, layer in enumerate(self.layers):
+            groups = self.mask[index].nonzero()[:, 0][None]  # [1, group]
+            cached = _cached_values(self.cache, layer)
+            new = receiver_values[:, 0, index][rows, groups]  # [rows, group, d]
+            cached[rows, groups, self.sender_positions[:, None]] = new.to(cached.device, cached.dtype)
 
     def __call__(self, receiver_values: torch.Tensor) -> torch.Tensor:
-        """p(answer) with the receivers' q/v at the suffix's first token set to `receiver_values`."""
-        first = torch.zeros(len(self.suffix), 1, dtype=torch.long)
-        with patch_qkv(self.adapter, self.kind, receiver_values, first, self.mask[None, None], self.layers):
-            kwargs = {self.cache_kwarg: self.cache, "use_cache": True}
-            logits = self.model(self.suffix, **kwargs).logits[:, -1]
+        """p(answer) with the receivers' q or v replaced by `receiver_values` (from pass 1)."""
+        if self.kind is QKV.Q:
+            context = self.patch_q(receiver_values, mask=self.mask[None, None], layers=self.layers)
+        else:
+            self._write_values(receiver_values)
+            context = nullcontext()
+        with context:
+            logits = self.model(self.suffix, **{self.cache_kwarg: self.cache, "use_cache": True}).logits[
+                :, -1
+            ]
         self.cache.crop(-self.suffix.shape[1])
         return answer_probability(logits, self.answers)
 
@@ -197,7 +226,7 @@ def sweep_stage(
     n, shape = len(pairs), adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)
-    for chunk in _chunks(prompts, stage, rows_per_pass):
+    for chunk in _chunks(n, rows_per_pass):
         k = max(1, rows_per_pass // len(chunk))
         suffix = (
             None

@@ -1,0 +1,62 @@
+"""Behaviour of one model: accuracy through lm-evaluation-harness (the number reported) and the suite's
+own scorer on the same split (its per-position breakdown, and a check that both agree)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import benchmark
+from benchmark.accuracy import AccuracyResult, score_accuracy
+from benchmark.data import Split, encode_examples
+from benchmark.models import LoadedModel
+from benchmark.models.loading import resolve_source
+
+TASKS_DIR = Path(benchmark.__file__).resolve().parents[1] / "tasks"
+TASK_NAMES = {3: "entity_tracking_3", 5: "entity_tracking_5", 7: "entity_tracking"}
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Accuracy of one model on the test split: lm-eval's `acc` and the suite's breakdown of it."""
+
+    lm_eval_accuracy: float
+    suite: AccuracyResult
+    task: str
+    lm_eval_version: str
+
+    @property
+    def agree(self) -> bool:
+        return abs(self.lm_eval_accuracy - self.suite.accuracy) < 1e-9
+
+
+def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tuple[float, str]:
+    """lm-eval's `acc` of the loaded model on the task that regenerates `split` (same words, seed, size)."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if not TASKS_DIR.is_dir():
+        raise FileNotFoundError(f"lm-eval tasks not found at {TASKS_DIR}: run from a checkout of the suite")
+    task = TASK_NAMES[split.n_boxes]
+    source = resolve_source(loaded.spec)
+    metadata = {"pretrained": source.location, "n_prompts": len(split.examples), "seed": split.seed}
+    if source.gguf_file:
+        metadata["gguf_file"] = source.gguf_file
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+    output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, log_samples=False)
+    return float(output["results"][task]["acc,none"]), task
+
+
+def measure_behaviour(loaded: LoadedModel, split: Split, batch_size: int) -> Behaviour:
+    """Score the model through lm-eval and through the suite; warn loudly if they ever disagree."""
+    accuracy, task = lm_eval_accuracy(loaded, split, batch_size)
+    suite = score_accuracy(loaded.model, encode_examples(loaded.tokenizer, split.examples), batch_size)
+    behaviour = Behaviour(accuracy, suite, task, version("lm_eval"))
+    if not behaviour.agree:
+        logger.warning("lm-eval accuracy %.6f differs from the suite's %.6f", accuracy, suite.accuracy)
+    return behaviour
