@@ -19,6 +19,7 @@ from benchmark.models.loading import (
     load_config,
     load_model,
     load_tokenizer,
+    spec_fingerprint,
 )
 from benchmark.models.pairs import (
     ModelPair,
@@ -31,6 +32,7 @@ from benchmark.models.pairs import (
 )
 
 __all__ = [
+    "spec_fingerprint",
     "ARCHITECTURES",
     "DTYPES",
     "QKV",

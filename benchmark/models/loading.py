@@ -6,6 +6,8 @@ LoRA adapters merged in order so hooks see unmodified modules and no LoRA update
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -301,3 +303,18 @@ def load_model(spec: ModelSpec, progress: bool | None = None) -> LoadedModel:
         model = model.to(spec.device)
     model = _merge_adapters(model, spec, dirs).eval()
     return LoadedModel(model, tokenizer, model_record(spec, source, model, tokenizer, progress), spec)
+
+
+def spec_fingerprint(spec: ModelSpec) -> str:
+    """SHA-256 over what a spec loads (weights, adapters, loading options) without loading the model.
+
+    Keys the pipeline's cached stages: changed weights or adapters make them stale.
+    """
+    source = resolve_source(spec)
+    directory, revision = _local_files(spec, source)
+    parts = [
+        json.dumps({**spec.to_dict(), "revision": revision}, sort_keys=True),
+        sha256_files(weight_files(directory, source.gguf_file)),
+        *(json.dumps(asdict(adapter_record(d)), sort_keys=True, default=str) for d in adapter_dirs(spec)),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
