@@ -12,7 +12,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from benchmark.accuracy import AccuracyResult
+from benchmark.cli_score import add_score_parser
 from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
+from benchmark.models import ModelLoadError, PairMismatchError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -68,6 +70,43 @@ def _add_accuracy_parser(commands) -> None:
     parser.set_defaults(handler=cmd_accuracy)
 
 
+def _add_submission_parsers(commands) -> None:
+    """`validate`, `submit` and `leaderboard build`: the path a result file takes to the leaderboard."""
+    parser = commands.add_parser(
+        "validate",
+        help="check result files against the schema and the suite's definitions",
+        description="Check result JSON files: syntax, schema, versions, and meaning (accuracies in [0, 1], "
+        "heads inside the model's shape, dataset hashes equal to the suite's regeneration of each split). "
+        "Prints every problem with its JSON path; exit code 1 if any file has a problem.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="result JSON files")
+    parser.set_defaults(handler=cmd_validate)
+    parser = commands.add_parser(
+        "submit",
+        help="validate a result, copy it into submissions/ and rebuild the leaderboard",
+        description="Validate a result, write it (canonically formatted) into the submissions folder under "
+        "its canonical name, and rebuild the leaderboard.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE", help="result JSON file")
+    _add_leaderboard_dirs(parser)
+    parser.set_defaults(handler=cmd_submit)
+    board = commands.add_parser("leaderboard", help="build the leaderboard from submissions/")
+    actions = board.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parser = actions.add_parser(
+        "build",
+        help="rebuild LEADERBOARD.md, leaderboard.csv and site/index.html",
+        description="Validate every submissions/*.json and write the leaderboard; invalid files are "
+        "reported and left out, duplicate pairs are flagged.",
+    )
+    _add_leaderboard_dirs(parser)
+    parser.set_defaults(handler=cmd_leaderboard_build)
+
+
+def _add_leaderboard_dirs(parser) -> None:
+    parser.add_argument("--submissions", type=Path, default=Path("submissions"), help="submissions folder")
+    parser.add_argument("--out", type=Path, default=Path("leaderboard"), help="leaderboard folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `etbench` argument parser, one subcommand per task."""
     parser = argparse.ArgumentParser(
@@ -78,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
     _add_accuracy_parser(commands)
+    _add_submission_parsers(commands)
+    add_score_parser(commands)
     return parser
 
 
@@ -196,12 +237,59 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Print every problem of every file (or "ok"); 1 if any file has a problem."""
+    from benchmark.submission import validate
+
+    failed = 0
+    for path in args.files:
+        problems = validate(path)
+        failed += bool(problems)
+        print(f"{path}: ok" if not problems else "\n".join(f"{path}: {problem}" for problem in problems))
+    return 1 if failed else 0
+
+
+def _report_build(report) -> None:
+    """The build's row count and files on stdout; invalid and duplicate submissions on stderr."""
+    for invalid in report.invalid:
+        for problem in invalid.problems:
+            print(f"warning: left out {invalid.file}: {problem}", file=sys.stderr)
+    for file in report.duplicates:
+        print(f"warning: {file} scores the same pair as another submission (flagged)", file=sys.stderr)
+    print(f"{len(report.rows)} rows, {len(report.invalid)} invalid submissions left out")
+    print("\n".join(f"wrote {path}" for path in report.written))
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    """Rebuild the leaderboard from the submissions folder."""
+    from benchmark.leaderboard import build
+
+    _report_build(build(args.submissions, args.out))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate, copy into the submissions folder, rebuild; 1 (with every problem) if the file is invalid."""
+    from benchmark.leaderboard import build
+    from benchmark.submission import SubmissionError, submit
+
+    try:
+        submitted = submit(args.file, args.submissions)
+    except SubmissionError as error:
+        print(f"etbench submit: {error}", file=sys.stderr)
+        return 1
+    state = "already submitted" if submitted.already_present else "submitted"
+    print(f"{state}: {submitted.path}")
+    _report_build(build(args.submissions, args.out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `etbench`; user errors print one line on stderr and return exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CliError, DatasetError) as error:
+    except (CliError, DatasetError, ModelLoadError, PairMismatchError) as error:
         print(f"etbench {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -88,8 +88,11 @@ class RandomBaseline:
 
     @property
     def std(self) -> float:
-        """Sample standard deviation over the draws (NaN with fewer than two)."""
-        return statistics.stdev(self.faithfulness) if len(self.results) > 1 else math.nan
+        """Sample standard deviation over the draws (NaN with fewer than two, or with undefined draws)."""
+        values = self.faithfulness
+        if len(values) < 2 or any(math.isnan(v) for v in values):
+            return math.nan
+        return statistics.stdev(values)
 
 
 @dataclass(frozen=True)

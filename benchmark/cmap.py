@@ -1,0 +1,244 @@
+"""CMAP, cross-model activation patching (SPEC section 7): do the fine-tuned model's heads explain its gain?
+
+Both models read the same clean prompts. The fine-tuned model's head outputs (o_proj input) are cached on the
+CPU at each group's position; the fine-tuned model is released; then they are written into the base model,
+per group and for the whole circuit, and pass through the base model's own output projection.
+gain = (acc_patched - acc_base) / (acc_ft - acc_base), undefined when the gap is under `min_gap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.accuracy import score_accuracy
+from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, Site
+from benchmark.data import EncodedPrompts, check_vocabulary, encode_examples, generate_split
+from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.dcm.overlap import resolve_groups
+from benchmark.models import ArchitectureAdapter, LoadedModel, ModelPair, PairMismatchError, check_pair
+from benchmark.models.loading import load_tokenizer
+
+# A model already loaded, or a callable opening one for a `with` block (released on exit).
+ModelSource = torch.nn.Module | LoadedModel | Callable[[], AbstractContextManager]
+CIRCUIT = "circuit"  # the name of the whole-circuit entry
+
+
+@dataclass(frozen=True)
+class CMAPConfig:
+    """Settings of CMAP; the defaults are SPEC v1's (500 test prompts, gain undefined under a 0.02 gap)."""
+
+    n_prompts: int = 500
+    n_boxes: int = 7
+    seed: int = 0  # test split seed
+    batch_size: int = 32
+    min_gap: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1 or self.batch_size < 1:
+            raise ValueError(f"CMAPConfig: n_prompts and batch_size must be at least 1, got {self}")
+        if self.min_gap < 0:
+            raise ValueError(f"CMAPConfig: min_gap must be >= 0, got {self.min_gap}")
+
+
+@dataclass(frozen=True)
+class CMAPEntry:
+    """One patched head set (a group at its position, or the whole circuit) and what it did to the base."""
+
+    name: str  # a group's value, or "circuit"
+    heads: tuple[Head, ...]
+    acc_patched: float
+    change: float  # acc_patched - acc_base
+    gain: float | None  # share of the gap closed; None when the gap is under min_gap
+
+
+@dataclass(frozen=True)
+class CMAPResult:
+    """Raw accuracies of both models, and every patched set's accuracy and gain."""
+
+    config: CMAPConfig
+    n_prompts: int
+    acc_base: float
+    acc_finetuned: float
+    gap: float  # acc_finetuned - acc_base
+    gain_defined: bool  # |gap| >= min_gap
+    groups: tuple[CMAPEntry, ...]
+    circuit: CMAPEntry
+    skipped_groups: tuple[Group, ...]  # groups of the circuit with no heads
+
+    def entry(self, name: Group | str) -> CMAPEntry:
+        """The entry of a group, or of the whole circuit ("circuit")."""
+        name = CIRCUIT if name == CIRCUIT else Group(name).value
+        for entry in (*self.groups, self.circuit):
+            if entry.name == name:
+                return entry
+        skipped = [g.value for g in self.skipped_groups]
+        raise KeyError(f"no CMAP entry for {name!r} (skipped groups: {skipped})")
+
+
+def cmap_prompts(tokenizer, config: CMAPConfig | None = None) -> EncodedPrompts:
+    """The clean test prompts both models read, built from the words the tokenizer keeps."""
+    config = config or CMAPConfig()
+    vocabulary = check_vocabulary(tokenizer, config.n_boxes)
+    split = generate_split(
+        config.n_boxes, "test", config.n_prompts, config.seed, vocabulary.objects, vocabulary.labels
+    )
+    return encode_examples(tokenizer, split.examples[: config.n_prompts])
+
+
+def gain(acc_patched: float, acc_base: float, acc_finetuned: float, min_gap: float) -> float | None:
+    """Share of the accuracy gap the patch closes; None when |acc_ft - acc_base| < min_gap."""
+    gap = acc_finetuned - acc_base
+    return None if abs(gap) < min_gap else (acc_patched - acc_base) / gap + 0.0  # + 0.0: no -0.0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the chosen groups are read: distinct sites, their heads, and each group's own mask."""
+
+    sites: tuple[Site, ...]
+    mask: torch.Tensor  # [site, layer, head]: every chosen group's heads at its site
+    group_masks: dict[Group, torch.Tensor]  # [site, layer, head] of one group
+
+
+def _layout(circuit: Circuit, groups: Sequence[Group], adapter: ArchitectureAdapter) -> _Layout:
+    """Merge groups read at one site (value fetcher and position transmitter share the last token)."""
+    sites = tuple(dict.fromkeys(GROUP_SITE[g] for g in groups))
+    group_masks = {
+        g: site_mask([circuit.heads(g) if s is GROUP_SITE[g] else () for s in sites], adapter.shape)
+        for g in groups
+    }
+    mask = torch.stack(list(group_masks.values())).any(dim=0)
+    return _Layout(sites, mask, group_masks)
+
+
+@contextmanager
+def _opened(source: ModelSource) -> Iterator[torch.nn.Module]:
+    """The module of a loaded model, or of one opened by a loader for the block (and released after)."""
+    if isinstance(source, LoadedModel):
+        yield source.model
+    elif isinstance(source, torch.nn.Module):
+        yield source
+    else:
+        with source() as opened:
+            yield opened.model if isinstance(opened, LoadedModel) else opened
+
+
+def _signature(model: torch.nn.Module, adapter: ArchitectureAdapter) -> dict[str, object]:
+    """What must match for head-by-head patching: architecture, head geometry, vocabulary rows."""
+    return {
+        "model_type": adapter.model_type,
+        "head shape": adapter.shape,
+        "vocabulary rows": model.get_output_embeddings().weight.shape[0],
+    }
+
+
+def _check_same(finetuned: dict[str, object], base: dict[str, object]) -> None:
+    differences = [f"{k}: {base[k]} vs {finetuned[k]}" for k in base if base[k] != finetuned[k]]
+    if differences:
+        raise PairMismatchError(
+            "base and fine-tuned model cannot be patched head by head; they differ in "
+            + "; ".join(differences)
+        )
+
+
+@dataclass(frozen=True)
+class _FinetunedRun:
+    """What CMAP keeps of the fine-tuned model once it is released."""
+
+    accuracy: float
+    cache: HeadCache
+    signature: dict[str, object]
+
+
+def _finetuned_run(model, circuit, groups, prompts, config, progress) -> tuple[_FinetunedRun, _Layout]:
+    adapter = ArchitectureAdapter(model)
+    layout = _layout(circuit, groups, adapter)
+    positions = sites_positions(layout.sites, prompts)  # [rows, site]
+    accuracy = score_accuracy(model, prompts, config.batch_size).accuracy
+    cache = capture_heads(
+        model, adapter, prompts.input_ids, positions, layout.mask, config.batch_size, progress
+    )
+    return _FinetunedRun(accuracy, cache, _signature(model, adapter)), layout
+
+
+def _base_run(model, finetuned: _FinetunedRun, layout: _Layout, prompts, config, progress):
+    """Base accuracy, then its accuracy with each group's cached heads, then with the whole circuit's."""
+    adapter = ArchitectureAdapter(model)
+    _check_same(finetuned.signature, _signature(model, adapter))
+    positions = sites_positions(layout.sites, prompts)
+
+    def accuracy(cache: HeadCache | None) -> float:
+        run = None if cache is None else patch_from_cache(adapter, cache, positions, prompts.input_ids)
+        return score_accuracy(model, prompts, config.batch_size, intervention=run).accuracy
+
+    acc_base = accuracy(None)
+    named = [(g.value, finetuned.cache.subset(m)) for g, m in layout.group_masks.items()]
+    named.append((CIRCUIT, finetuned.cache))
+    patched = {name: accuracy(cache) for name, cache in tqdm(named, desc="cmap", disable=not progress)}
+    return acc_base, patched
+
+
+def run_cmap(
+    base: ModelSource,
+    finetuned: ModelSource,
+    circuit: Circuit,
+    prompts: EncodedPrompts,
+    config: CMAPConfig | None = None,
+    groups: Sequence[Group | str] | None = None,
+    progress: bool = True,
+) -> CMAPResult:
+    """Patch the fine-tuned model's head outputs into the base model per group and for the whole circuit.
+
+    The fine-tuned model is opened (and, from a loader, released) before the base model, so at most one
+    model is loaded at a time. `groups`: the groups to patch (default: every group with heads).
+    """
+    config = config or CMAPConfig()
+    chosen, skipped = resolve_groups(circuit, groups)
+    if isinstance(base, LoadedModel) and isinstance(finetuned, LoadedModel):
+        check_pair(base, finetuned)
+    with _opened(finetuned) as model:
+        ft, layout = _finetuned_run(model, circuit, chosen, prompts, config, progress)
+    with _opened(base) as model:
+        acc_base, patched = _base_run(model, ft, layout, prompts, config, progress)
+
+    def entry(name: str, heads: tuple[Head, ...]) -> CMAPEntry:
+        acc = patched[name]
+        return CMAPEntry(name, heads, acc, acc - acc_base, gain(acc, acc_base, ft.accuracy, config.min_gap))
+
+    return CMAPResult(
+        config=config,
+        n_prompts=len(prompts),
+        acc_base=acc_base,
+        acc_finetuned=ft.accuracy,
+        gap=ft.accuracy - acc_base,
+        gain_defined=abs(ft.accuracy - acc_base) >= config.min_gap,
+        groups=tuple(entry(g.value, circuit.heads(g)) for g in chosen),
+        circuit=entry(CIRCUIT, tuple(dict.fromkeys(h for g in chosen for h in circuit.heads(g)))),
+        skipped_groups=skipped,
+    )
+
+
+def run_cmap_pair(
+    pair: ModelPair,
+    circuit: Circuit,
+    config: CMAPConfig | None = None,
+    groups: Sequence[Group | str] | None = None,
+    progress: bool = True,
+) -> CMAPResult:
+    """CMAP of a checked pair, loading one model at a time (fine-tuned first, freed before the base)."""
+    config = config or CMAPConfig()
+    prompts = cmap_prompts(load_tokenizer(pair.base), config)
+    return run_cmap(
+        lambda: pair.loaded("base", progress),
+        lambda: pair.loaded("finetuned", progress),
+        circuit,
+        prompts,
+        config,
+        groups,
+        progress,
+    )

@@ -1,0 +1,322 @@
+"""DCM for one (group, desideratum): learn which of the group's heads carry the desideratum (SPEC section 6).
+
+Each head of the group, at the group's position of the clean run, becomes m * clean + (1 - m) * cf, where cf
+is the head's output at the counterfactual's own site. The mask m is trained to raise the desideratum's
+target logit with an L1 pull towards 1 (clean); heads whose rounded mask is 0 are the ones selected.
+
+Choices the SPEC leaves open: the mask starts at 1 (the clean model, where the L1 term is 0, so a head moves
+only when patching it raises the target logit by more than lambda); a mask rounds to 0 when m < 0.5; the
+rounded mask is validated after each epoch (or every `eval_every` steps, and always after the last step),
+and the first checkpoint with the highest validation accuracy wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.accuracy import _forward_last, model_device, score_accuracy
+from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, group_positions
+from benchmark.data import (
+    Desideratum,
+    EncodedPairs,
+    build_pairs,
+    check_vocabulary,
+    encode_pairs,
+    generate_split,
+)
+from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.hooks import edit_head_outputs
+from benchmark.models import ArchitectureAdapter
+
+
+class EmptyGroupError(ValueError):
+    """A group to mask or patch has no heads."""
+
+
+@dataclass(frozen=True)
+class DCMConfig:
+    """Settings of DCM; the defaults are SPEC v1's (1000 / 500 / 500 pairs, lambda 0.01, Adam 0.1)."""
+
+    sparsity: float = 0.01  # lambda of the L1 term lambda * sum(1 - m)
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    epochs: int = 2
+    n_train: int = 1000
+    n_validation: int = 500
+    n_test: int = 500
+    seed: int = 0  # shuffling of the training pairs
+    data_seed: int = 0  # splits and counterfactual pairs
+    n_boxes: int = 7
+    mask_init: float = 1.0  # every head starts clean: the L1 term is 0 and only useful heads move
+    eval_every: int | None = None  # validate every N steps; None: after each epoch
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        counts = {**self.sizes(), "batch_size": self.batch_size, "epochs": self.epochs}
+        counts["eval_batch_size"] = self.eval_batch_size
+        bad = {name: value for name, value in counts.items() if value < 1}
+        if bad:
+            raise ValueError(f"DCMConfig: these must be at least 1: {bad}")
+        if not 0.0 <= self.mask_init <= 1.0:
+            raise ValueError(f"DCMConfig: mask_init must lie in [0, 1], got {self.mask_init}")
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
+
+
+@dataclass(frozen=True)
+class DCMData:
+    """Encoded counterfactual pairs of one desideratum for training, model selection and the report."""
+
+    train: EncodedPairs
+    validation: EncodedPairs
+    test: EncodedPairs
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One validation of the rounded mask during training."""
+
+    step: int
+    heads: tuple[Head, ...]  # rounded mask 0
+    validation_accuracy: float
+
+
+@dataclass(frozen=True)
+class DCMResult:
+    """The heads of one group that carry one desideratum, and how well patching them moves the answer."""
+
+    group: Group
+    desideratum: Desideratum
+    group_heads: tuple[Head, ...]  # the masked heads, sorted by (layer, head); `mask` follows this order
+    heads: tuple[Head, ...]  # rounded mask 0 at the best checkpoint: patched from the counterfactual
+    mask: tuple[float, ...]  # mask values at the best checkpoint, full precision
+    validation_accuracy: float
+    test_accuracy: float
+    best_step: int
+    history: tuple[Checkpoint, ...]
+    n_train: int
+    n_validation: int
+    n_test: int
+    seed: int
+
+
+def dcm_data(tokenizer, desideratum: Desideratum, config: DCMConfig = DCMConfig()) -> DCMData:
+    """Build and encode the three DCM splits of `desideratum` from the words the tokenizer keeps."""
+    vocabulary = check_vocabulary(tokenizer, config.n_boxes)
+    parts = {}
+    for name, size in config.sizes().items():
+        split = generate_split(
+            config.n_boxes, name, size, config.data_seed, vocabulary.objects, vocabulary.labels
+        )
+        parts[name] = encode_pairs(tokenizer, build_pairs(split, desideratum, config.data_seed)[:size])
+    return DCMData(**parts)
+
+
+def check_sizes(data: DCMData, config: DCMConfig) -> None:
+    """Raise if a split holds fewer pairs than the config asks for (naming what is needed)."""
+    have = {name: len(getattr(data, name)) for name in config.sizes()}
+    short = [name for name, size in config.sizes().items() if have[name] < size]
+    if short:
+        raise ValueError(
+            f"too few prompts for the DCM splits: need {config.sizes()} pairs (train / validation / test), "
+            f"got {have}; build more pairs or lower n_train / n_validation / n_test in DCMConfig"
+        )
+
+
+def group_heads(circuit: Circuit, group: Group) -> tuple[Head, ...]:
+    """The group's heads sorted by (layer, head); an empty group is an error."""
+    heads = tuple(sorted(set(circuit.heads(group))))
+    if not heads:
+        raise EmptyGroupError(f"group {group.value} has no heads in the circuit: there is nothing to patch")
+    return heads
+
+
+def counterfactual_cache(
+    model, adapter: ArchitectureAdapter, heads: Sequence[Head], group: Group, pairs: EncodedPairs, batch_size
+) -> HeadCache:
+    """The heads' outputs in the counterfactual run at the counterfactual's own site of the group."""
+    positions = sites_positions([GROUP_SITE[group]], pairs.counterfactual)  # [rows, 1]
+    mask = site_mask([heads], adapter.shape)
+    return capture_heads(model, adapter, pairs.counterfactual.input_ids, positions, mask, batch_size)
+
+
+def cached_patch_accuracy(
+    model,
+    adapter: ArchitectureAdapter,
+    heads: Sequence[Head],
+    group: Group,
+    pairs: EncodedPairs,
+    cache: HeadCache,
+    batch_size: int,
+) -> float:
+    """Accuracy (argmax == target) with `heads` patched from a counterfactual cache of the group's heads."""
+    cache = cache.subset(site_mask([heads], adapter.shape))
+    positions = sites_positions([GROUP_SITE[group]], pairs.clean)
+    run = patch_from_cache(adapter, cache, positions, pairs.clean.input_ids)
+    result = score_accuracy(model, pairs.clean, batch_size, intervention=run, answer_ids=pairs.target_ids)
+    return result.accuracy
+
+
+def patch_accuracy(
+    model,
+    adapter: ArchitectureAdapter,
+    heads: Sequence[Head],
+    group: Group,
+    pairs: EncodedPairs,
+    batch_size: int = 32,
+) -> float:
+    """Accuracy of patching `heads` from the counterfactual at the group's position, in any model.
+
+    Targets are the pairs' desideratum targets; an empty head set scores the unpatched clean run.
+    """
+    heads = tuple(sorted(set(heads)))
+    cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+    return cached_patch_accuracy(model, adapter, heads, group, pairs, cache, batch_size)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Turn off gradients of every weight for the block, restoring each flag after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def mixing_edit(heads: Sequence[Head], layers: Sequence[int], mask: torch.Tensor, cf: torch.Tensor):
+    """Site edit m * clean + (1 - m) * cf for the masked heads; cf is [batch, n, d] in `heads` order."""
+    slots = {layer: [i for i, (l_, _) in enumerate(heads) if l_ == layer] for layer in layers}
+    columns = {layer: [heads[i][1] for i in slots[layer]] for layer in layers}
+
+    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:  # sites [batch, 1, head, d]
+        layer = layers[index]
+        m = mask[slots[layer]].to(sites.dtype)[None, None, :, None]  # [1, 1, k, 1]
+        other = cf[:, None, slots[layer]].to(sites.device, sites.dtype)  # [batch, 1, k, d]
+        out = sites.clone()
+        out[:, :, columns[layer]] = m * sites[:, :, columns[layer]] + (1 - m) * other
+        return out
+
+    return edit
+
+
+def training_step(model, adapter, heads, group, pairs: EncodedPairs, cf: torch.Tensor, mask, config):
+    """Loss -mean(target logit) + lambda * sum(1 - m) of one batch, with gradients reaching only the mask."""
+    layers = sorted({layer for layer, _ in heads})
+    positions = group_positions(group, pairs.clean)[:, None]  # [batch, 1]
+    edit = mixing_edit(heads, layers, mask, cf)
+    with edit_head_outputs(adapter, edit, positions, layers):
+        logits = _forward_last(model, pairs.clean.input_ids.to(model_device(model)))  # [batch, vocab]
+    target = logits.float().gather(1, pairs.target_ids[:, None].to(logits.device))[:, 0]
+    return -target.mean() + config.sparsity * (1 - mask).sum()
+
+
+def _rounded(heads: Sequence[Head], mask: torch.Tensor) -> tuple[Head, ...]:
+    """Heads whose mask rounds to 0 (m < 0.5: a tie stays clean)."""
+    return tuple(h for h, m in zip(heads, mask.tolist(), strict=True) if m < 0.5)
+
+
+class _Validator:
+    """Validation accuracy of rounded masks, each distinct head set scored once; keeps the best."""
+
+    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int):
+        self.model, self.adapter = model, adapter
+        self.group, self.pairs, self.batch_size = group, pairs, batch_size
+        self.cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+        self.scores: dict[tuple[Head, ...], float] = {}
+        self.history: list[Checkpoint] = []
+        self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
+
+    def __call__(self, step: int, selected: tuple[Head, ...], mask: torch.Tensor) -> None:
+        if selected not in self.scores:
+            self.scores[selected] = cached_patch_accuracy(
+                self.model, self.adapter, selected, self.group, self.pairs, self.cache, self.batch_size
+            )
+        checkpoint = Checkpoint(step, selected, self.scores[selected])
+        self.history.append(checkpoint)
+        if self.best is None or checkpoint.validation_accuracy > self.best[0].validation_accuracy:
+            self.best = (checkpoint, tuple(float(m) for m in mask.tolist()))
+
+
+def _schedule(config: DCMConfig) -> Iterator[tuple[int, torch.Tensor, bool]]:
+    """(step, training rows, validate after this step?) for every step; the last step always validates."""
+    generator = torch.Generator().manual_seed(config.seed)
+    n_batches = -(-config.n_train // config.batch_size)
+    step, total = 0, config.epochs * n_batches
+    for _ in range(config.epochs):
+        order = torch.randperm(config.n_train, generator=generator)
+        for start in range(0, config.n_train, config.batch_size):
+            step += 1
+            epoch_end = start + config.batch_size >= config.n_train
+            due = step % config.eval_every == 0 if config.eval_every else epoch_end
+            yield step, order[start : start + config.batch_size], due or step == total
+
+
+def _train(model, adapter, heads, group, train: EncodedPairs, validate: _Validator, config, progress):
+    """Adam on the mask, clamped to [0, 1] after each step; validates the rounded mask on schedule."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
+    cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
+    cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
+    mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
+    optimizer = torch.optim.Adam([mask], lr=config.learning_rate)
+    steps = list(_schedule(config))
+    with frozen(model), torch.enable_grad():
+        for step, rows, due in tqdm(steps, desc="dcm", unit="step", disable=not progress, leave=False):
+            batch, cf = train.select(rows), cf_train[rows]  # cf: [batch, head, d]
+            loss = training_step(model, adapter, heads, group, batch, cf, mask, config)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                mask.clamp_(0.0, 1.0)
+            if due:
+                validate(step, _rounded(heads, mask), mask.detach())
+
+
+def train_mask(
+    model,
+    adapter: ArchitectureAdapter,
+    circuit: Circuit,
+    group: Group,
+    desideratum: Desideratum,
+    data: DCMData,
+    config: DCMConfig = DCMConfig(),
+    progress: bool = False,
+) -> DCMResult:
+    """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
+
+    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result.
+    """
+    heads = group_heads(circuit, group)
+    check_sizes(data, config)
+    train = data.train.select(slice(0, config.n_train))
+    validation = data.validation.select(slice(0, config.n_validation))
+    test = data.test.select(slice(0, config.n_test))
+    validate = _Validator(model, adapter, heads, group, validation, config.eval_batch_size)
+    _train(model, adapter, heads, group, train, validate, config, progress)
+    best, best_mask = validate.best
+    return DCMResult(
+        group=group,
+        desideratum=Desideratum(desideratum),
+        group_heads=heads,
+        heads=best.heads,
+        mask=best_mask,
+        validation_accuracy=best.validation_accuracy,
+        test_accuracy=patch_accuracy(model, adapter, best.heads, group, test, config.eval_batch_size),
+        best_step=best.step,
+        history=tuple(validate.history),
+        n_train=config.n_train,
+        n_validation=config.n_validation,
+        n_test=config.n_test,
+        seed=config.seed,
+    )

@@ -1,0 +1,144 @@
+"""DCM over a whole circuit (every group x desideratum), and the overlap of two models' DCM heads (SPEC 6).
+
+Overlap compares the base and fine-tuned model per (group, desideratum): the IoU of their selected head
+sets, and the accuracy of patching the base model's heads in each model (the semantic check across models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from benchmark.circuit import GROUPS, Circuit, Group, Head
+from benchmark.data import DCM_DESIDERATA, Desideratum
+from benchmark.dcm.masking import (
+    DCMConfig,
+    DCMData,
+    DCMResult,
+    EmptyGroupError,
+    dcm_data,
+    patch_accuracy,
+    train_mask,
+)
+from benchmark.models import ArchitectureAdapter
+
+Key = tuple[Group, Desideratum]
+
+
+@dataclass(frozen=True)
+class DCMRun:
+    """DCM results of one model for every (group, desideratum) run; groups without heads are skipped."""
+
+    config: DCMConfig
+    results: tuple[DCMResult, ...]
+    skipped_groups: tuple[Group, ...]  # groups of the circuit with no heads
+
+    def get(self, group: Group | str, desideratum: Desideratum | str) -> DCMResult:
+        key = (Group(group), Desideratum(desideratum))
+        for result in self.results:
+            if (result.group, result.desideratum) == key:
+                return result
+        raise KeyError(f"no DCM result for group {key[0].value}, desideratum {key[1].value}")
+
+    def pairs(self) -> tuple[Key, ...]:
+        """The (group, desideratum) of every result, in order."""
+        return tuple((r.group, r.desideratum) for r in self.results)
+
+
+def resolve_groups(circuit: Circuit, groups: Sequence[Group | str] | None) -> tuple[tuple[Group, ...], tuple]:
+    """(groups to run, groups skipped): named groups must have heads; by default every group that has."""
+    if groups is not None:
+        named = tuple(Group(g) for g in groups)
+        empty = [g.value for g in named if not circuit.heads(g)]
+        if empty:
+            raise EmptyGroupError(f"groups {empty} have no heads in the circuit: there is nothing to patch")
+        return named, ()
+    chosen = tuple(g for g in GROUPS if circuit.heads(g))
+    if not chosen:
+        raise EmptyGroupError("the circuit has no heads in any group: there is nothing to patch")
+    return chosen, tuple(g for g in GROUPS if not circuit.heads(g))
+
+
+def build_dcm_data(
+    tokenizer, config: DCMConfig | None = None, desiderata: Sequence[Desideratum] = DCM_DESIDERATA
+) -> dict[Desideratum, DCMData]:
+    """The DCM splits of each desideratum; a base and a fine-tuned model share them (same tokenizer)."""
+    config = config or DCMConfig()
+    return {Desideratum(d): dcm_data(tokenizer, Desideratum(d), config) for d in desiderata}
+
+
+def run_dcm(
+    model,
+    adapter: ArchitectureAdapter,
+    circuit: Circuit,
+    data: Mapping[Desideratum, DCMData],
+    config: DCMConfig | None = None,
+    groups: Sequence[Group | str] | None = None,
+    progress: bool = True,
+) -> DCMRun:
+    """Train a DCM mask for every (group, desideratum of `data`), with a progress bar over the pairs."""
+    config = config or DCMConfig()
+    chosen, skipped = resolve_groups(circuit, groups)
+    keys = [(g, Desideratum(d)) for g in chosen for d in data]
+    results = []
+    for group, desideratum in tqdm(keys, desc="dcm", unit="mask", disable=not progress):
+        results.append(train_mask(model, adapter, circuit, group, desideratum, data[desideratum], config))
+    return DCMRun(config, tuple(results), skipped)
+
+
+def transfer_accuracies(
+    model, adapter: ArchitectureAdapter, source: DCMRun, data: Mapping[Desideratum, DCMData], progress=True
+) -> dict[Key, float]:
+    """Test accuracy of patching `source`'s selected heads in `model` (e.g. base heads in the fine-tuned)."""
+    accuracies = {}
+    for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
+        test = data[result.desideratum].test.select(slice(0, result.n_test))
+        accuracies[(result.group, result.desideratum)] = patch_accuracy(
+            model, adapter, result.heads, result.group, test, source.config.eval_batch_size
+        )
+    return accuracies
+
+
+def head_iou(a: Sequence[Head], b: Sequence[Head]) -> float:
+    """|a & b| / |a | b|; two empty sets agree completely (1.0), so means over groups stay defined."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+@dataclass(frozen=True)
+class DCMOverlap:
+    """Base vs fine-tuned DCM heads of one (group, desideratum), and the base heads' accuracy in each."""
+
+    group: Group
+    desideratum: Desideratum
+    base_heads: tuple[Head, ...]
+    finetuned_heads: tuple[Head, ...]
+    iou: float
+    base_heads_in_base: float  # the base result's test accuracy
+    base_heads_in_finetuned: float | None  # None when not measured
+
+
+def dcm_overlap(
+    base: DCMRun, finetuned: DCMRun, base_heads_in_finetuned: Mapping[Key, float] | None = None
+) -> tuple[DCMOverlap, ...]:
+    """Overlap for every (group, desideratum) both runs have, in the base run's order."""
+    transfer = base_heads_in_finetuned or {}
+    done = set(finetuned.pairs())
+    shared = [key for key in base.pairs() if key in done]
+    overlaps = []
+    for group, desideratum in shared:
+        a, b = base.get(group, desideratum), finetuned.get(group, desideratum)
+        overlaps.append(
+            DCMOverlap(
+                group=group,
+                desideratum=desideratum,
+                base_heads=a.heads,
+                finetuned_heads=b.heads,
+                iou=head_iou(a.heads, b.heads),
+                base_heads_in_base=a.test_accuracy,
+                base_heads_in_finetuned=transfer.get((group, desideratum)),
+            )
+        )
+    return tuple(overlaps)

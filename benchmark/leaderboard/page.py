@@ -1,0 +1,261 @@
+"""The static leaderboard page: one self-contained HTML file, no network (inline CSS, JS and SVG).
+
+The table sorts by clicking a header, or on load from `?sort=KEY:desc` / `#sort=KEY:asc`. Below it, one
+section per pair with the head-effect heatmaps, faithfulness curves, DCM and CMAP tables. Every string
+that comes from a submission goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from html import escape
+
+from benchmark.leaderboard.svg import Series, curves, heatmap
+from benchmark.leaderboard.table import COLUMNS, MISSING, Entry, model_label
+from benchmark.submission.kinds import GROUP_NAMES
+from benchmark.submission.result import Result
+
+TITLE = "entity-tracking-bench leaderboard"
+SIDES = (("base", "base"), ("finetuned", "fine-tuned"))  # (result field, display name)
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; margin: 8px 0 24px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+td.text, th.text { text-align: left; }
+#leaderboard td:last-child { font-size: 11px; word-break: break-all; min-width: 120px; }
+#leaderboard td:first-child { min-width: 220px; }
+#leaderboard th { background: #f0f3f7; cursor: pointer; user-select: none; font-size: 12px; }
+#leaderboard th[aria-sort=ascending]::after { content: " \\25B2"; }
+#leaderboard th[aria-sort=descending]::after { content: " \\25BC"; }
+#leaderboard td.flag { color: #b03a2e; font-weight: bold; }
+section.detail { border-top: 2px solid #ccd; margin-top: 24px; }
+.figures { display: flex; flex-wrap: wrap; gap: 12px; }
+svg text { font: 11px sans-serif; fill: #333; }
+svg text.t { font-weight: bold; }
+svg rect.sel { fill: none; stroke: #000; stroke-width: 1.5; }
+svg rect.frame { fill: none; stroke: #999; }
+svg line.one { stroke: #000; stroke-dasharray: 2 2; }
+svg line.base { stroke: #777; stroke-dasharray: 6 3; }
+code { font-size: 12px; }
+div.scroll { overflow-x: auto; }
+"""
+_SCRIPT = """
+(function () {
+  var table = document.getElementById("leaderboard");
+  var body = table.tBodies[0];
+  var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  function value(row, index, numeric) {
+    var raw = row.cells[index].getAttribute("data-value");
+    if (raw === "") return null;
+    return numeric ? Number(raw) : raw.toLowerCase();
+  }
+  function sortBy(key, descending) {
+    var index = headers.findIndex(function (h) { return h.getAttribute("data-key") === key; });
+    if (index < 0) return;
+    var numeric = headers[index].getAttribute("data-type") === "num";
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = value(a, index, numeric), y = value(b, index, numeric);
+      if (x === null || y === null) return (x === null) - (y === null);
+      var order = numeric ? x - y : (x < y ? -1 : x > y ? 1 : 0);
+      return descending ? -order : order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+    headers[index].setAttribute("aria-sort", descending ? "descending" : "ascending");
+  }
+  headers.forEach(function (h) {
+    h.addEventListener("click", function () {
+      sortBy(h.getAttribute("data-key"), h.getAttribute("aria-sort") === "ascending");
+    });
+  });
+  var match = /sort=([a-z_]+)(?::(asc|desc))?/.exec(location.search + location.hash);
+  if (match) sortBy(match[1], match[2] === "desc");
+})();
+"""
+
+
+def anchor(entry: Entry) -> str:
+    """A safe element id for a pair's detail section, from its file name."""
+    return "detail-" + re.sub(r"[^A-Za-z0-9_-]+", "-", entry.file)
+
+
+def _display(value: object) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _row(entry: Entry) -> str:
+    cells = []
+    for column in COLUMNS:
+        value = entry.values[column.key]
+        sort_value = "" if value is None else (repr(value) if isinstance(value, float) else str(value))
+        text = escape(_display(value))
+        if column.key == "pair":
+            text = f'<a href="#{anchor(entry)}">{text}</a>'
+        css = "text" if not column.numeric else "num"
+        css += " flag" if column.key == "flag" else ""
+        cells.append(f'<td class="{css}" data-value="{escape(sort_value)}">{text}</td>')
+    return f'<tr data-file="{escape(entry.file)}">{"".join(cells)}</tr>'
+
+
+def table(rows: Sequence[Entry]) -> str:
+    """The sortable leaderboard table."""
+    headers = "".join(
+        f'<th class="{"num" if c.numeric else "text"}" data-key="{c.key}" '
+        f'data-type="{"num" if c.numeric else "text"}" title="{escape(c.description)}">{escape(c.title)}</th>'
+        for c in COLUMNS
+    )
+    body = "\n".join(_row(entry) for entry in rows)
+    head = f'<div class="scroll"><table id="leaderboard">\n<thead><tr>{headers}</tr></thead>'
+    return f"{head}\n<tbody>\n{body}\n</tbody>\n</table></div>"
+
+
+def _facts_table(facts: Sequence[tuple[str, object]]) -> str:
+    rows = "".join(
+        f'<tr><th class="text">{escape(k)}</th><td class="text">{escape(_display(v))}</td></tr>'
+        for k, v in facts
+    )
+    return f"<table>{rows}</table>"
+
+
+def _grid_cell(value: object) -> str:
+    css = "text" if isinstance(value, str) else "num"
+    return f'<td class="{css}">{escape(_display(value))}</td>'
+
+
+def _grid(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_grid_cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _facts(result: Result) -> list[tuple[str, object]]:
+    facts: list[tuple[str, object]] = []
+    for side, name in SIDES:
+        model = getattr(result.models, side)
+        facts += [
+            (f"{name} model", model_label(model)),
+            (f"{name} weights sha256", model.weights_sha256),
+            (
+                f"{name} dtype / type / tokenizer",
+                f"{model.dtype} / {model.model_type} / {model.tokenizer_class}",
+            ),
+        ]
+    shape, hardware = result.models.base.head_shape, result.hardware
+    facts += [
+        ("heads", f"{shape.n_layers} layers x {shape.n_heads} heads ({shape.n_kv_heads} key-value heads)"),
+        (
+            "suite / metric / schema",
+            f"{result.suite.version} / {result.suite.metric_version} / {result.suite.schema_version}",
+        ),
+        ("preset", result.settings.preset),
+        ("hardware", f"{hardware.device_name} ({hardware.device}), torch {hardware.torch_version}"),
+        ("finished", result.timing.finished_at),
+        ("run time (s)", result.timing.total_seconds),
+    ]
+    facts += [(f"split: {d.role}", f"{d.split_id} sha256 {d.sha256[:16]}...") for d in result.datasets]
+    return facts
+
+
+def _stage_title(group: str) -> str:
+    letter = "ABCD"[GROUP_NAMES.index(group)]
+    return f"{letter}: {group.replace('_', ' ')}"
+
+
+def _circuit_figures(result: Result) -> str:
+    if result.circuits is None:
+        return "<p>Circuit discovery did not run.</p>"
+    parts = [
+        "<p>Red: patching the head lowers p(answer); blue: raises it; outlined: selected. "
+        f"{escape(result.circuits.gqa_note)}</p>"
+    ]
+    for side, name in SIDES:
+        stages = getattr(result.circuits, side).stages
+        figures = "".join(heatmap(stage, _stage_title(stage.group)) for stage in stages)
+        parts.append(f"<h4>{name} model: path-patching effect per head</h4>")
+        parts.append(f'<div class="figures">{figures}</div>')
+    return "\n".join(parts)
+
+
+def _faithfulness_figure(result: Result) -> str:
+    faith = result.faithfulness
+    if faith is None:
+        return "<p>Faithfulness did not run.</p>"
+    series = [Series("base", faith.base.curve), Series("fine-tuned", faith.finetuned.curve)]
+    baselines = [(f"random ({name})", getattr(faith, side).random.mean) for side, name in SIDES]
+    baselines = [(label, value) for label, value in baselines if value is not None]
+    return curves(series, baselines, "faithfulness over circuit size")
+
+
+def _dcm_table(result: Result) -> str:
+    if result.dcm is None:
+        return "<p>DCM did not run.</p>"
+    rows = [
+        (o.group, o.desideratum, o.iou, o.base_heads_in_base, o.base_heads_in_finetuned)
+        for o in result.dcm.overlap
+    ]
+    return _grid(("group", "desideratum", "IoU", "base heads in base", "base heads in fine-tuned"), rows)
+
+
+def _cmap_table(result: Result) -> str:
+    cmap = result.cmap
+    if cmap is None:
+        return "<p>CMAP did not run.</p>"
+    entries = [("circuit", cmap.circuit), *((g, cmap.groups[g]) for g in GROUP_NAMES)]
+    rows = [
+        (name, len(e.heads), e.acc_patched, e.change, e.gain) if e else (name, 0, None, None, None)
+        for name, e in entries
+    ]
+    note = (
+        f"<p>acc base {cmap.acc_base:.3f}, acc fine-tuned {cmap.acc_finetuned:.3f}; "
+        f"gain defined: {cmap.gain_defined}</p>"
+    )
+    return note + _grid(("heads patched", "n heads", "acc patched", "change", "gain"), rows)
+
+
+def detail(entry: Entry) -> str:
+    """A pair's section: facts, heatmaps, curves, DCM overlap and CMAP."""
+    result = entry.result
+    return "\n".join(
+        [
+            f'<section class="detail" id="{anchor(entry)}">',
+            f"<h2>{escape(str(entry.values['pair']))}</h2>",
+            _facts_table(_facts(result)),
+            "<h3>Circuits</h3>",
+            _circuit_figures(result),
+            "<h3>Faithfulness</h3>",
+            _faithfulness_figure(result),
+            "<h3>DCM overlap</h3>",
+            _dcm_table(result),
+            "<h3>CMAP</h3>",
+            _cmap_table(result),
+            "</section>",
+        ]
+    )
+
+
+def page(rows: Sequence[Entry]) -> str:
+    """The whole page."""
+    empty = "" if rows else '<p id="empty">No submissions yet.</p>'
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            f'<head><meta charset="utf-8"><title>{TITLE}</title><style>{_STYLE}</style></head>',
+            "<body>",
+            f"<h1>{TITLE}</h1>",
+            f"<p>{len(rows)} submissions. Click a column header to sort. Built by "
+            "<code>etbench leaderboard build</code> from <code>submissions/</code>; "
+            "the columns are defined in <code>docs/metrics.md</code>.</p>",
+            table(rows),
+            empty,
+            *(detail(entry) for entry in rows),
+            f"<script>{_SCRIPT}</script>",
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )

@@ -1,0 +1,204 @@
+"""Leaderboard rows from validated results: the columns (one definition for Markdown, CSV and the page).
+
+Rows come only from submission files, sorted by a stable key; two results of the same pair of models are
+both kept and flagged, never merged.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import pandas as pd
+from tabulate import tabulate
+
+from benchmark.submission.kinds import GROUP_NAMES
+from benchmark.submission.provenance import Model
+from benchmark.submission.result import Result
+
+MISSING = "–"  # how an absent number shows in Markdown and on the page
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard column: its key (the Row field), title, and whether it sorts as a number."""
+
+    key: str
+    title: str
+    numeric: bool
+    description: str
+
+
+def _group_title(group: str) -> str:
+    return group.replace("_", " ")
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("pair", "pair", False, "base model -> fine-tuned model (id@revision)"),
+    Column("base_acc", "base acc", True, "accuracy of the base model (lm-eval)"),
+    Column("finetuned_acc", "fine-tuned acc", True, "accuracy of the fine-tuned model (lm-eval)"),
+    Column("base_circuit", "base circuit A/B/C/D", False, "heads per group in the base circuit"),
+    Column("finetuned_circuit", "fine-tuned circuit A/B/C/D", False, "heads per group, fine-tuned circuit"),
+    Column("faith_base", "faith. base circuit in base", True, "faithfulness of the base circuit in base"),
+    Column("faith_transfer", "faith. base circuit in fine-tuned", True, "the base circuit in the fine-tuned"),
+    Column(
+        "random_baseline", "random circuit faith.", True, "mean faithfulness of random base-size circuits"
+    ),
+    Column("circuit_iou", "circuit IoU", True, "IoU of the base and fine-tuned circuits' heads"),
+    Column("dcm_overlap", "DCM overlap (mean IoU)", True, "mean IoU of DCM heads over (group, desideratum)"),
+    Column(
+        "cmap_circuit", "CMAP gain: circuit", True, "share of the accuracy gap closed by the full circuit"
+    ),
+    *(
+        Column(
+            f"cmap_{g}", f"CMAP gain: {_group_title(g)}", True, f"gap closed by the {_group_title(g)} heads"
+        )
+        for g in GROUP_NAMES
+    ),
+    Column("suite_version", "suite version", False, "version of entity-tracking-bench that scored the pair"),
+    Column("date", "date", False, "UTC date the run finished"),
+    Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
+    Column("file", "file", False, "the submission file in submissions/"),
+)
+
+
+def model_label(model: Model) -> str:
+    """`id@revision` (and the GGUF file or adapter count when there is one)."""
+    label = model.id + (f"@{model.revision}" if model.revision else "")
+    if model.gguf_file:
+        label += f" [{model.gguf_file}]"
+    if model.adapters:
+        label += f" [+{len(model.adapters)} adapters]"
+    return label
+
+
+def pair_key(result: Result) -> tuple:
+    """What makes two submissions the same pair: both models' ids, revisions, GGUF files and adapters."""
+    models = result.models.base, result.models.finetuned
+    return tuple((m.id, m.revision, m.gguf_file, tuple(a.weights_sha256 for a in m.adapters)) for m in models)
+
+
+def _circuit_sizes(result: Result, side: str) -> str | None:
+    if result.circuits is None:
+        return None
+    groups = getattr(result.circuits, side).groups
+    return "/".join(str(len(groups[g])) for g in GROUP_NAMES)
+
+
+def _faithfulness_values(result: Result) -> dict[str, float | None]:
+    faith = result.faithfulness
+    if faith is None:
+        return {"faith_base": None, "faith_transfer": None, "random_baseline": None}
+    return {
+        "faith_base": faith.base.own.faithfulness,
+        "faith_transfer": faith.base_circuit_in_finetuned.faithfulness,
+        "random_baseline": faith.base.random.mean,
+    }
+
+
+def _cmap_values(result: Result) -> dict[str, float | None]:
+    cmap = result.cmap
+    values = {"cmap_circuit": cmap.circuit.gain if cmap else None}
+    for group in GROUP_NAMES:
+        entry = cmap.groups[group] if cmap else None
+        values[f"cmap_{group}"] = entry.gain if entry else None
+    return values
+
+
+def _dcm_overlap(result: Result) -> float | None:
+    if result.dcm is None or not result.dcm.overlap:
+        return None
+    return sum(o.iou for o in result.dcm.overlap) / len(result.dcm.overlap)
+
+
+def finished_date(result: Result) -> str:
+    """The UTC date the run finished (validated results carry an ISO 8601 time with a zone)."""
+    return datetime.fromisoformat(result.timing.finished_at).astimezone(UTC).date().isoformat()
+
+
+def row_values(result: Result, file: str) -> dict[str, object]:
+    """Every column's value for one result (None where a stage did not run or a number is undefined)."""
+    return {
+        "pair": f"{model_label(result.models.base)} -> {model_label(result.models.finetuned)}",
+        "base_acc": result.behaviour.base.accuracy,
+        "finetuned_acc": result.behaviour.finetuned.accuracy,
+        "base_circuit": _circuit_sizes(result, "base"),
+        "finetuned_circuit": _circuit_sizes(result, "finetuned"),
+        **_faithfulness_values(result),
+        "circuit_iou": result.circuits.iou.overall if result.circuits else None,
+        "dcm_overlap": _dcm_overlap(result),
+        **_cmap_values(result),
+        "suite_version": result.suite.version,
+        "date": finished_date(result),
+        "flag": "",
+        "file": file,
+    }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One leaderboard row: the validated result, its file name and its column values."""
+
+    file: str
+    result: Result
+    values: dict[str, object]
+
+    def sort_key(self) -> tuple:
+        return (
+            str(self.values["pair"]).lower(),
+            str(pair_key(self.result)),
+            str(self.values["date"]),
+            self.file,
+        )
+
+
+def entries(results: Sequence[tuple[str, Result]]) -> tuple[Entry, ...]:
+    """Rows sorted by a stable key, with every row of a pair that occurs more than once flagged."""
+    rows = sorted(
+        (Entry(file, result, row_values(result, file)) for file, result in results), key=Entry.sort_key
+    )
+    counts = Counter(pair_key(row.result) for row in rows)
+    return tuple(
+        replace(row, values={**row.values, "flag": DUPLICATE}) if counts[pair_key(row.result)] > 1 else row
+        for row in rows
+    )
+
+
+def _cell(value: object) -> str:
+    """Markdown cell: numbers to 3 decimals, text HTML-escaped with pipes escaped."""
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value)).replace("|", "\\|")
+
+
+def markdown(rows: Sequence[Entry]) -> str:
+    """The Markdown table (GitHub flavour) of the leaderboard, with a header saying how it was built."""
+    table = tabulate(
+        [[_cell(row.values[c.key]) for c in COLUMNS] for row in rows],
+        headers=[c.title for c in COLUMNS],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+    note = (
+        "Generated by `etbench leaderboard build` from `submissions/`; do not edit. "
+        "The columns are defined in [docs/metrics.md](../docs/metrics.md)."
+    )
+    body = table if rows else table + "\n\n_No submissions yet._"
+    return f"# Leaderboard\n\n{note}\n\n{body}\n"
+
+
+def csv_text(rows: Sequence[Entry]) -> str:
+    """The CSV of the leaderboard (column keys as header, empty cell for a missing number)."""
+    frame = pd.DataFrame(
+        [[row.values[c.key] for c in COLUMNS] for row in rows], columns=[c.key for c in COLUMNS]
+    )
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()

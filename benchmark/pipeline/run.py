@@ -1,0 +1,70 @@
+"""`etbench score` end to end: run the cached stages, assemble, validate and write the result, summarise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from benchmark.leaderboard.table import COLUMNS, row_values
+from benchmark.models import ModelSpec
+from benchmark.pipeline.assemble import assemble
+from benchmark.pipeline.score import ScoreRun, default_run_dir
+from benchmark.pipeline.settings import ScoreSettings
+from benchmark.submission import provenance as p
+from benchmark.submission import to_json, validate
+from benchmark.submission.result import Result
+
+
+class InvalidResultError(RuntimeError):
+    """The assembled result failed validation (a bug: the run directory keeps every stage for a rerun)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A finished run: the result, where it was written, and its run directory."""
+
+    result: Result
+    path: Path
+    run_dir: Path
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def score_pair(
+    base: ModelSpec,
+    finetuned: ModelSpec,
+    settings: ScoreSettings,
+    run_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> Scored:
+    """Score the pair, write the validated result JSON (default: <run dir>/result.json) and return it."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(base, finetuned)
+    started = _now()
+    outputs = ScoreRun(base, finetuned, settings, run_dir, progress).run()
+    stages = tuple(p.StageTime(name, seconds) for name, seconds in outputs.stage_seconds.items())
+    timing = p.Timing(started, _now(), sum(s.seconds for s in stages), stages)
+    device = base.device_map or base.device
+    result = assemble(outputs, timing, base.dtype, device, base.device_map)
+    text = to_json(result)
+    problems = validate(json.loads(text))
+    if problems:
+        listing = "\n".join(f"  {problem.path}: {problem.message}" for problem in problems)
+        raise InvalidResultError(f"the assembled result does not validate:\n{listing}")
+    path = Path(out) if out else run_dir / "result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return Scored(result, path, run_dir)
+
+
+def summary(result: Result, file: str = "") -> str:
+    """The pair's leaderboard row, one column per line."""
+    values = row_values(result, file)
+    rows = [(column.title, values.get(column.key)) for column in COLUMNS if column.key in values]
+    return tabulate(rows, tablefmt="github", floatfmt=".3f", missingval="-")

@@ -1,0 +1,73 @@
+"""Canonical submission file names, and `submit`: validate a result and copy it into submissions/."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.submission.checks import Problem
+from benchmark.submission.codec import to_json
+from benchmark.submission.provenance import Model
+from benchmark.submission.result import Result
+from benchmark.submission.validate import check
+
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+_MAX_SLUG = 60
+
+
+class SubmissionError(ValueError):
+    """A result that cannot be submitted, with every problem found."""
+
+    def __init__(self, source: Path, problems: tuple[Problem, ...]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"{source} is not a valid result ({len(problems)} problems):\n{lines}")
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits, '.', '_' and '-' only, at most 60 characters, never empty or dotted."""
+    cleaned = _UNSAFE.sub("-", text.lower()).strip("-._")[:_MAX_SLUG].strip("-._")
+    return cleaned or "model"
+
+
+def model_slug(model: Model) -> str:
+    """A model's id, revision and GGUF file as one safe slug."""
+    parts = [model.id.rsplit("/", 1)[-1] if "/" in model.id else model.id]
+    if model.gguf_file:
+        parts.append(Path(model.gguf_file).stem)
+    if model.adapters:
+        parts.append(f"{len(model.adapters)}adapters")
+    return slug("-".join(parts))
+
+
+def canonical_name(result: Result) -> str:
+    """`{base}__{finetuned}__{12 hex of the canonical JSON's SHA-256}.json`: safe characters only."""
+    digest = hashlib.sha256(to_json(result).encode()).hexdigest()[:12]
+    return f"{model_slug(result.models.base)}__{model_slug(result.models.finetuned)}__{digest}.json"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Where a submitted result was written, and whether the same file was already there."""
+
+    path: Path
+    already_present: bool
+
+
+def submit(source: str | Path, submissions_dir: str | Path) -> Submitted:
+    """Validate `source` and write it, canonically formatted, into `submissions_dir` under its canonical name.
+
+    Raises SubmissionError listing every problem. Rebuilding the leaderboard is the caller's next step.
+    """
+    checked = check(source)
+    if not checked.ok:
+        raise SubmissionError(Path(source), checked.problems)
+    text = to_json(checked.result)
+    target = Path(submissions_dir) / canonical_name(checked.result)
+    if target.is_file() and target.read_text(encoding="ascii") == text:
+        return Submitted(target, already_present=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="ascii")
+    return Submitted(target, already_present=False)

@@ -1,0 +1,223 @@
+"""The result file of one base / fine-tuned pair (SPEC section 8), schema version 1, metric version v1.
+
+Each class is one JSON object; each field is one key. The JSON Schema (`schema-v1.json`) is generated from
+these classes and those of `provenance` (value kinds: `kinds`): they are the format's one definition.
+A stage that did not run is null. Numbers that are undefined (a gain with no gap, a ratio over a zero
+accuracy) are null, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from benchmark.submission.kinds import (
+    Count,
+    DesideratumName,
+    GroupName,
+    Heads,
+    LayerHeadMatrix,
+    NonNegative,
+    Positive,
+    Rate,
+)
+from benchmark.submission.provenance import (
+    DatasetSplit,
+    Hardware,
+    Models,
+    Settings,
+    Suite,
+    Timing,
+    Vocabulary,
+)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Accuracy of one model on the test split, overall and per queried box (null: no row at that box)."""
+
+    accuracy: Rate
+    n: Positive
+    per_position: tuple[Rate | None, ...]
+    n_per_position: tuple[Count, ...]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Accuracy of both models, as lm-eval scores it."""
+
+    source: Literal["lm-eval"]
+    base: Accuracy
+    finetuned: Accuracy
+
+
+@dataclass(frozen=True)
+class StageEffects:
+    """One path-patching stage: every head's mean effect as a sender and its standard error."""
+
+    group: GroupName
+    mean: LayerHeadMatrix | None  # null when the stage was skipped
+    stderr: LayerHeadMatrix | None
+    selected: Heads  # heads that passed selection at this stage, strongest first
+    skipped_because: str | None
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """One model's circuit: heads per group after minimality pruning, before it, and the stages' effects."""
+
+    groups: dict[GroupName, Heads]
+    selected: dict[GroupName, Heads]
+    stages: tuple[StageEffects, ...]
+    minimality_metric: float | None
+
+
+@dataclass(frozen=True)
+class CircuitIoU:
+    """Intersection over union of the base and fine-tuned circuits' heads, per group and overall."""
+
+    groups: dict[GroupName, Rate]
+    overall: Rate  # over the union of all groups' heads
+
+
+@dataclass(frozen=True)
+class Circuits:
+    """Both models' circuits, how much they share, and how grouped-query attention was handled."""
+
+    base: Circuit
+    finetuned: Circuit
+    iou: CircuitIoU
+    kv_group_size: Positive  # query heads per key-value head (1 without GQA)
+    gqa_note: str  # e.g. "receivers' k/v patched per key-value group, group size 4"
+
+
+@dataclass(frozen=True)
+class FaithfulnessScore:
+    """Accuracy of the circuit run over that of the full model; null when the full accuracy is 0."""
+
+    full_accuracy: Rate
+    circuit_accuracy: Rate
+    faithfulness: NonNegative | None
+    n_prompts: Positive
+    undefined_because: str | None
+
+
+@dataclass(frozen=True)
+class RandomBaseline:
+    """Faithfulness of random circuits with the circuit's group sizes, over seeded draws."""
+
+    mean: NonNegative | None
+    std: NonNegative | None  # sample standard deviation; null with fewer than two draws
+    draws: tuple[NonNegative | None, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The circuit of the top-k ranked heads, k = fraction of all heads (rounded, at least 1)."""
+
+    fraction: Rate
+    k: Positive
+    accuracy: Rate
+    faithfulness: NonNegative | None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Faithfulness over circuit size, and its trapezoid area over the fractions."""
+
+    points: tuple[CurvePoint, ...]
+    area: NonNegative | None
+
+
+@dataclass(frozen=True)
+class ModelFaithfulness:
+    """A model's own circuit inside it, random circuits of the same sizes, and the size curve."""
+
+    own: FaithfulnessScore
+    random: RandomBaseline
+    curve: Curve
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """Faithfulness in each model, and the base circuit evaluated inside the fine-tuned model."""
+
+    base: ModelFaithfulness
+    finetuned: ModelFaithfulness
+    base_circuit_in_finetuned: FaithfulnessScore
+
+
+@dataclass(frozen=True)
+class DCMMask:
+    """The heads of one group that carry one desideratum in one model (rounded mask 0)."""
+
+    group: GroupName
+    desideratum: DesideratumName
+    group_heads: Heads  # the masked heads, sorted; `mask` follows this order
+    mask: tuple[Rate, ...]
+    heads: Heads
+    validation_accuracy: Rate
+    test_accuracy: Rate
+    n_test: Positive
+
+
+@dataclass(frozen=True)
+class DCMOverlap:
+    """Base vs fine-tuned DCM heads of one (group, desideratum), and the base heads patched in each model."""
+
+    group: GroupName
+    desideratum: DesideratumName
+    iou: Rate
+    base_heads_in_base: Rate
+    base_heads_in_finetuned: Rate | None
+
+
+@dataclass(frozen=True)
+class DCM:
+    """DCM of both models per (group, desideratum), and their overlap; groups without heads are skipped."""
+
+    base: tuple[DCMMask, ...]
+    finetuned: tuple[DCMMask, ...]
+    overlap: tuple[DCMOverlap, ...]
+    skipped_groups: tuple[GroupName, ...]
+
+
+@dataclass(frozen=True)
+class CMAPEntry:
+    """The fine-tuned model's outputs of a head set patched into the base model."""
+
+    heads: Heads
+    acc_patched: Rate
+    change: float  # acc_patched - acc_base
+    gain: float | None  # share of the accuracy gap closed; null when gain_defined is false
+
+
+@dataclass(frozen=True)
+class CMAP:
+    """Cross-model activation patching: raw accuracies, and each group's and the full circuit's patch."""
+
+    n_prompts: Positive
+    acc_base: Rate
+    acc_finetuned: Rate
+    gain_defined: bool  # |acc_finetuned - acc_base| >= settings.cmap.min_gap
+    circuit: CMAPEntry
+    groups: dict[GroupName, CMAPEntry | None]  # null: the group has no heads
+
+
+@dataclass(frozen=True)
+class Result:
+    """One scored pair: everything SPEC section 8 lists. Stages that did not run are null."""
+
+    suite: Suite
+    settings: Settings
+    datasets: tuple[DatasetSplit, ...]
+    vocabulary: Vocabulary
+    models: Models
+    hardware: Hardware
+    timing: Timing
+    behaviour: Behaviour
+    circuits: Circuits | None
+    faithfulness: Faithfulness | None
+    dcm: DCM | None
+    cmap: CMAP | None

@@ -1,0 +1,180 @@
+"""DCM on a tiny model built so that exactly one head of its last layer carries the answer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from benchmark.accuracy import last_token_logits
+from benchmark.circuit import Circuit, Group, Site
+from benchmark.data import Desideratum, build_pairs, encode_pairs, generate_split
+from benchmark.dcm import (
+    DCMConfig,
+    DCMData,
+    EmptyGroupError,
+    dcm_data,
+    dcm_overlap,
+    head_iou,
+    patch_accuracy,
+    patch_from_cache,
+    run_dcm,
+    site_mask,
+    sites_positions,
+    train_mask,
+    transfer_accuracies,
+)
+from benchmark.dcm.masking import counterfactual_cache, training_step
+from benchmark.models import ArchitectureAdapter
+from benchmark.testing import build_tiny_model
+
+CARRIER = (2, 2)  # the one head that carries the answer
+GROUP = Group.VALUE_FETCHER
+CIRCUIT = Circuit.of({GROUP.value: [(2, h) for h in range(4)]})
+CONFIG = DCMConfig(n_train=96, n_validation=48, n_test=48, batch_size=16, epochs=2, n_boxes=3)
+
+
+def _one_head_model(directory):
+    """Tiny Llama whose last-position output is (almost) a function of head CARRIER's output alone.
+
+    In the last layer, the other heads' output-projection columns and the MLP are zero, so patching those
+    heads cannot change anything; CARRIER's columns are scaled up 1000x so it outweighs the residual stream.
+    """
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    layer, head = CARRIER
+    d = ArchitectureAdapter(model).shape.head_dim
+    with torch.no_grad():
+        weight = model.model.layers[layer].self_attn.o_proj.weight  # [hidden, head * d]
+        carrier = weight[:, head * d : (head + 1) * d] * 1000
+        weight.zero_()
+        weight[:, head * d : (head + 1) * d] = carrier
+        model.model.layers[layer].mlp.down_proj.weight.zero_()
+    return model
+
+
+def _pairs(model, tokenizer, split: str, n: int):
+    """Object pairs whose target is what the model itself answers on the counterfactual prompt."""
+    pairs = encode_pairs(tokenizer, build_pairs(generate_split(3, split, n), Desideratum.OBJECT)[:n])
+    return dataclasses.replace(pairs, target_ids=last_token_logits(model, pairs.counterfactual).argmax(-1))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(model, adapter, tokenizer, data) of the one-head model."""
+    directory = build_tiny_model("llama", tmp_path_factory.mktemp("dcm-llama"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = _one_head_model(directory)
+    data = DCMData(
+        *(_pairs(model, tokenizer, s, n) for s, n in (("train", 96), ("validation", 48), ("test", 48)))
+    )
+    return model, ArchitectureAdapter(model), tokenizer, data
+
+
+@pytest.fixture(scope="module")
+def result(setup):
+    model, adapter, _, data = setup
+    return train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, CONFIG)
+
+
+def test_dcm_finds_the_one_head_that_carries_the_answer(setup, result):
+    model, adapter, _, data = setup
+    assert result.heads == (CARRIER,)
+    assert result.group_heads == CIRCUIT.heads(GROUP)
+    masks = dict(zip(result.group_heads, result.mask, strict=True))
+    assert masks.pop(CARRIER) < 0.5
+    assert set(masks.values()) == {1.0}  # inert heads get no task gradient; the L1 term holds them at 1
+    unpatched = patch_accuracy(model, adapter, (), GROUP, data.test)
+    assert result.test_accuracy >= 0.9 > 0.2 >= unpatched
+    assert result.test_accuracy == patch_accuracy(model, adapter, [CARRIER], GROUP, data.test)
+    assert result.validation_accuracy == max(c.validation_accuracy for c in result.history)
+    assert (result.n_train, result.n_validation, result.n_test, result.seed) == (96, 48, 48, 0)
+
+
+def test_same_seed_same_result_and_other_seed_is_recorded(setup, result):
+    model, adapter, _, data = setup
+    again = train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, CONFIG)
+    assert again == result
+    other = train_mask(
+        model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, dataclasses.replace(CONFIG, seed=7)
+    )
+    assert other.seed == 7
+    assert other.heads == (CARRIER,)
+
+
+def test_weights_stay_frozen_and_their_flags_are_restored(setup, result):
+    model, adapter, _, data = setup
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():  # a caller's no_grad must not stop the mask from training
+        again = train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, CONFIG)
+    assert again == result
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+        assert parameter.requires_grad and parameter.grad is None, name
+
+
+def test_training_mix_at_zero_equals_the_evaluation_patch(setup):
+    model, adapter, _, data = setup
+    pairs, heads = data.test.select(slice(0, 16)), CIRCUIT.heads(GROUP)
+    cache = counterfactual_cache(model, adapter, heads, GROUP, pairs, 16)
+    mask = torch.tensor([0.0 if h == CARRIER else 1.0 for h in heads], requires_grad=True)
+    loss = training_step(model, adapter, heads, GROUP, pairs, cache.values, mask, CONFIG)
+    loss.backward()
+    only = cache.subset(site_mask([[CARRIER]], adapter.shape))
+    run = patch_from_cache(adapter, only, sites_positions([Site.LAST], pairs.clean), pairs.clean.input_ids)
+    logits = last_token_logits(model, pairs.clean, intervention=run)
+    expected = -logits.gather(1, pairs.target_ids[:, None]).mean() + CONFIG.sparsity * 1.0
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-3, rtol=1e-5)
+    assert mask.grad is not None and mask.grad.abs().sum() > 0
+
+
+def test_cached_patch_refuses_rows_out_of_order(setup):
+    model, adapter, _, data = setup
+    pairs = data.test.select(slice(0, 8))
+    cache = counterfactual_cache(model, adapter, [CARRIER], GROUP, pairs, 8)
+    run = patch_from_cache(adapter, cache, sites_positions([Site.LAST], pairs.clean), pairs.clean.input_ids)
+    with pytest.raises(RuntimeError, match="row order"):
+        run(pairs.clean.select(slice(4, 8)))
+
+
+def test_run_over_a_circuit_skips_empty_groups_and_overlaps(setup):
+    model, adapter, _, data = setup
+    run = run_dcm(model, adapter, CIRCUIT, {Desideratum.OBJECT: data}, dataclasses.replace(CONFIG, epochs=1))
+    assert run.pairs() == ((GROUP, Desideratum.OBJECT),)
+    assert set(run.skipped_groups) == {g for g in Group if g is not GROUP}
+    transfer = transfer_accuracies(model, adapter, run, {Desideratum.OBJECT: data}, progress=False)
+    (overlap,) = dcm_overlap(run, run, transfer)
+    assert overlap.iou == 1.0
+    assert (
+        overlap.base_heads_in_finetuned
+        == overlap.base_heads_in_base
+        == run.get(GROUP, "object").test_accuracy
+    )
+
+
+def test_head_iou():
+    assert head_iou([(0, 1), (1, 2)], [(1, 2), (2, 0)]) == pytest.approx(1 / 3)
+    assert head_iou([], []) == 1.0
+    assert head_iou([], [(0, 0)]) == 0.0
+
+
+def test_errors_name_the_empty_group_and_the_sizes_needed(setup):
+    model, adapter, _, data = setup
+    with pytest.raises(EmptyGroupError, match="position_detector"):
+        train_mask(model, adapter, CIRCUIT, Group.POSITION_DETECTOR, Desideratum.OBJECT, data, CONFIG)
+    with pytest.raises(EmptyGroupError, match="structure_reader"):
+        run_dcm(model, adapter, CIRCUIT, {Desideratum.OBJECT: data}, CONFIG, groups=["structure_reader"])
+    too_many = dataclasses.replace(CONFIG, n_train=500)
+    with pytest.raises(ValueError, match=r"too few prompts.*'train': 500.*'train': 96"):
+        train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, too_many)
+    with pytest.raises(ValueError, match="at least 1"):
+        DCMConfig(batch_size=0)
+
+
+def test_dcm_data_builds_each_split_at_its_size(setup):
+    _, _, tokenizer, _ = setup
+    config = DCMConfig(n_train=10, n_validation=5, n_test=4, n_boxes=3)
+    data = dcm_data(tokenizer, Desideratum.LABEL, config)
+    assert (len(data.train), len(data.validation), len(data.test)) == (10, 5, 4)
+    assert not torch.equal(data.test.target_ids, data.test.clean.answer_ids)

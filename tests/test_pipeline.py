@@ -1,0 +1,120 @@
+"""`etbench score` on a tiny pair: a valid result, resume after an interruption, determinism, stale stages."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from benchmark.cli import main
+from benchmark.models import ModelSpec
+from benchmark.pipeline import preset_settings, score_pair
+from benchmark.pipeline import score as score_module
+from benchmark.submission import validate
+from benchmark.testing import build_tiny_model
+
+SMALL = dict(
+    n_boxes=3, accuracy_prompts=12, path_patching_prompts=9, minimality_prompts=6, reference_prompts=12,
+    dcm_train=12, dcm_validation=6, dcm_test=6, cmap_prompts=12, random_draws=2,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A tiny Llama and a copy whose output projections were nudged: (base spec, fine-tuned spec)."""
+    root = tmp_path_factory.mktemp("pair")
+    base = build_tiny_model("llama", root / "base", seed=0)
+    finetuned = build_tiny_model("llama", root / "finetuned", seed=0)
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "o_proj" in name:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(finetuned)
+    return ModelSpec(str(base)), ModelSpec(str(finetuned))
+
+
+def _score(pair, run_dir, **overrides):
+    settings = preset_settings("cpu-small", **{**SMALL, **overrides})
+    return score_pair(*pair, settings, run_dir, progress=False)
+
+
+def _without_timing(path) -> dict:
+    data = json.loads(path.read_text())
+    data.pop("timing")
+    return data
+
+
+def test_score_writes_a_result_that_validates(pair, tmp_path):
+    scored = _score(pair, tmp_path / "run")
+    assert scored.path == tmp_path / "run" / "result.json"
+    assert validate(scored.path) == []
+    assert scored.result.settings.preset == "cpu-small"
+    assert {d.role for d in scored.result.datasets} >= {"behaviour", "path_patching", "reference", "cmap"}
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_stages(pair, tmp_path, monkeypatch):
+    def interrupted(self, which, discovery):
+        raise KeyboardInterrupt("killed during DCM")
+
+    monkeypatch.setattr(score_module.ScoreRun, "_dcm", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _score(pair, tmp_path / "run")
+    finished = sorted(p.name for p in (tmp_path / "run" / "stages").glob("*.pt"))
+    assert "base.discovery.pt" in finished and "base.dcm.pt" not in finished
+    monkeypatch.undo()
+
+    calls = []
+    original = score_module.discover_circuit
+    monkeypatch.setattr(
+        score_module, "discover_circuit", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    behaviours = []
+    original_behaviour = score_module.measure_behaviour
+    monkeypatch.setattr(
+        score_module, "measure_behaviour", lambda *a, **k: behaviours.append(1) or original_behaviour(*a, **k)
+    )
+    resumed = _score(pair, tmp_path / "run")
+    assert len(calls) == 1, "only the fine-tuned model's discovery was left to run"
+    assert len(behaviours) == 1, "only the fine-tuned model's behaviour was left to run"
+    assert validate(resumed.path) == []
+
+
+def test_same_inputs_give_the_same_json_except_timing(pair, tmp_path):
+    first = _score(pair, tmp_path / "a")
+    second = _score(pair, tmp_path / "b")
+    assert _without_timing(first.path) == _without_timing(second.path)
+
+
+def test_a_stage_whose_settings_changed_reruns(pair, tmp_path, monkeypatch):
+    _score(pair, tmp_path / "run")
+    calls = []
+    original = score_module.discover_circuit
+    monkeypatch.setattr(
+        score_module, "discover_circuit", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    _score(pair, tmp_path / "run")
+    assert calls == []
+    _score(pair, tmp_path / "run", seed=1)
+    assert len(calls) == 2
+
+
+def test_cli_score_prints_the_row_and_missing_models_are_clear_errors(pair, tmp_path, capsys):
+    base, finetuned = pair
+    args = [
+        "score",
+        "--base",
+        base.model,
+        "--finetuned",
+        finetuned.model,
+        "--preset",
+        "cpu-small",
+        "--boxes",
+        "3",
+    ]
+    code = main(
+        [*args, "--run-dir", str(tmp_path / "missing"), "--base", str(tmp_path / "nope"), "--no-progress"]
+    )
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
