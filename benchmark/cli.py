@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
@@ -16,7 +15,7 @@ from benchmark.cli_score import add_score_parser
 from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
 from benchmark.models import ModelLoadError, PairMismatchError
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class CliError(Exception):
@@ -137,53 +136,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model and tokenizer ready to score, with a one-line description of where they came from."""
-
-    model: object
-    tokenizer: object
-    source: str
-
-
-def _resolve_model_source(name: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """(path or hub id, gguf file) to load, for a built-in alias, a directory, a .gguf file or a hub id."""
-    from benchmark.builtin import BuiltinModelError, is_builtin, resolve_builtin_model
-
-    if is_builtin(name):
-        try:
-            directory, builtin_gguf = resolve_builtin_model(name)
-        except BuiltinModelError as error:
-            raise CliError(str(error)) from error
-        return str(directory), builtin_gguf
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return str(path.parent), path.name
-    if path.exists():
-        return str(path), gguf_file
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf"):
-        raise CliError(f"model directory not found: {name}")
-    return name, gguf_file
-
-
-def _load_for_accuracy(name: str, gguf_file: str | None, device: str, dtype: str) -> LoadedModel:
-    """Minimal model + tokenizer loader for `etbench accuracy`; to be replaced by benchmark.models."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source, gguf_file = _resolve_model_source(name, gguf_file)
-    options = {"gguf_file": gguf_file} if gguf_file else {}
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **options)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CliError(f"cannot load model {name!r}: {first_line}") from error
-    described = f"{source}/{gguf_file}" if gguf_file else source
-    return LoadedModel(model.to(device).eval(), tokenizer, described)
-
-
 def _removed_words(vocabulary: Vocabulary) -> str:
     """The words removed for this tokenizer, comma-separated, or "none"."""
     removed = [*vocabulary.removed_objects, *vocabulary.removed_labels]
@@ -221,7 +173,9 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     check_boxes(args.boxes)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    loaded = _load_for_accuracy(args.model, args.gguf_file, device, args.dtype)
+    from benchmark.models import ModelSpec, load_model
+
+    loaded = load_model(ModelSpec(args.model, gguf_file=args.gguf_file, dtype=args.dtype, device=device))
     vocabulary = check_vocabulary(loaded.tokenizer, args.boxes)
     split = generate_split(args.boxes, "test", args.prompts, args.seed, vocabulary.objects, vocabulary.labels)
     examples = split.examples[: args.limit] if args.limit else split.examples
@@ -229,7 +183,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     result = score_accuracy(loaded.model, encoded, batch_size=args.batch_size, device=device)
     header = [
         ("model", args.model),
-        ("loaded from", loaded.source),
+        ("weights sha256", loaded.record.weights_sha256),
         ("device", f"{device}, {args.dtype}"),
         ("time", f"{time.perf_counter() - started:.1f} s"),
     ]
