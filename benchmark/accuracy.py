@@ -38,7 +38,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _forward_last(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+def forward_last(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits at the last position for one batch; asks the model for the last position only if it can."""
     kwargs = {"use_cache": False}
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
@@ -78,7 +78,7 @@ def iter_last_token_logits(
             rows = slice(start, start + batch_size)
             context = intervention(encoded.select(rows)) if intervention is not None else nullcontext()
             with context:
-                logits = _forward_last(model, input_ids[rows].to(device))
+                logits = forward_last(model, input_ids[rows].to(device))
             yield logits
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import Intervention, _forward_last, model_device
+from benchmark.accuracy import Intervention, forward_last, model_device
 from benchmark.circuit import Head, Site, site_positions
 from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, patch_head_outputs
@@ -102,7 +102,7 @@ def capture_heads(
     for start in tqdm(starts, desc="cache heads", unit="batch", disable=not progress, leave=False):
         rows = slice(start, start + batch_size)
         with capture_head_outputs(adapter, positions[rows], layers, to_device="cpu") as recording:
-            _forward_last(model, input_ids[rows].to(device))  # heads only: no logits past the last token
+            forward_last(model, input_ids[rows].to(device))  # heads only: no logits past the last token
         parts.append(recording.stack()[:, selected])  # [batch, n, d]
     return HeadCache(mask, torch.cat(parts))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import _forward_last, model_device, score_accuracy
+from benchmark.accuracy import forward_last, model_device, score_accuracy
 from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, group_positions
 from benchmark.data import (
     Desideratum,
@@ -215,7 +215,7 @@ def training_step(model, adapter, heads, group, pairs: EncodedPairs, cf: torch.T
     positions = group_positions(group, pairs.clean)[:, None]  # [batch, 1]
     edit = mixing_edit(heads, layers, mask, cf)
     with edit_head_outputs(adapter, edit, positions, layers):
-        logits = _forward_last(model, pairs.clean.input_ids.to(model_device(model)))  # [batch, vocab]
+        logits = forward_last(model, pairs.clean.input_ids.to(model_device(model)))  # [batch, vocab]
     target = logits.float().gather(1, pairs.target_ids[:, None].to(logits.device))[:, 0]
     return -target.mean() + config.sparsity * (1 - mask).sum()
 
