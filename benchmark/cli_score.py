@@ -77,4 +77,5 @@ def cmd_score(args: argparse.Namespace) -> int:
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)
     print(summary(scored.result, scored.path.name))
     print(f"\nresult: {scored.path} (validated)\nrun directory: {scored.run_dir}")
+    print("plots: " + ", ".join(str(path) for path in scored.plots))
     return 0

@@ -52,6 +52,9 @@ def test_score_writes_a_result_that_validates(pair, tmp_path):
     assert validate(scored.path) == []
     assert scored.result.settings.preset == "cpu-small"
     assert {d.role for d in scored.result.datasets} >= {"behaviour", "path_patching", "reference", "cmap"}
+    names = {path.name for path in scored.plots}
+    assert names == {"base_head_effects.png", "finetuned_head_effects.png", "faithfulness_curves.png"}
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in scored.plots)
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_stages(pair, tmp_path, monkeypatch):

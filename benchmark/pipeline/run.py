@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +13,9 @@ from tabulate import tabulate
 from benchmark.leaderboard.table import COLUMNS, row_values
 from benchmark.models import ModelSpec
 from benchmark.pipeline.assemble import assemble
-from benchmark.pipeline.score import ScoreRun, default_run_dir
+from benchmark.pipeline.score import PairOutputs, ScoreRun, default_run_dir
 from benchmark.pipeline.settings import ScoreSettings
+from benchmark.plots import plot_faithfulness_curves, plot_head_effects
 from benchmark.submission import provenance as p
 from benchmark.submission import to_json, validate
 from benchmark.submission.result import Result
@@ -30,10 +32,26 @@ class Scored:
     result: Result
     path: Path
     run_dir: Path
+    plots: tuple[Path, ...]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_plots(outputs: PairOutputs, directory: Path) -> tuple[Path, ...]:
+    """Head-effect heatmaps of both models and their faithfulness curves on one chart (PNG)."""
+    base, finetuned = outputs.base, outputs.finetuned
+    random = {"random circuits (base)": base.faithfulness.random.mean}
+    return (
+        plot_head_effects(base.discovery, directory / "base_head_effects.png", "base model"),
+        plot_head_effects(finetuned.discovery, directory / "finetuned_head_effects.png", "fine-tuned model"),
+        plot_faithfulness_curves(
+            {"base": base.faithfulness.curve, "fine-tuned": finetuned.faithfulness.curve},
+            directory / "faithfulness_curves.png",
+            baselines={k: v for k, v in random.items() if not math.isnan(v)},
+        ),
+    )
 
 
 def score_pair(
@@ -44,7 +62,7 @@ def score_pair(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> Scored:
-    """Score the pair, write the validated result JSON (default: <run dir>/result.json) and return it."""
+    """Score the pair, write the validated result JSON (default: <run dir>/result.json) and the plots."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(base, finetuned)
     started = _now()
     outputs = ScoreRun(base, finetuned, settings, run_dir, progress).run()
@@ -60,7 +78,7 @@ def score_pair(
     path = Path(out) if out else run_dir / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return Scored(result, path, run_dir)
+    return Scored(result, path, run_dir, write_plots(outputs, run_dir / "plots"))
 
 
 def summary(result: Result, file: str = "") -> str:
