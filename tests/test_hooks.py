@@ -56,21 +56,23 @@ def _attention_outputs(model, adapter, ids) -> list[torch.Tensor]:
     return outputs
 
 
+def _rebuilt_per_head(proj, z: torch.Tensor) -> torch.Tensor:
+    """Each head alone through the output projection (bias removed), summed, plus the bias once."""
+    n_heads = z.shape[-2]
+    with torch.no_grad():
+        bias = proj(torch.zeros_like(z.flatten(-2)))
+        per_head = [
+            proj((z * (torch.arange(n_heads) == h)[:, None]).flatten(-2)) - bias for h in range(n_heads)
+        ]
+        return torch.stack(per_head).sum(0) + bias
+
+
 def test_head_outputs_through_output_projection_rebuild_the_module_output(tiny):
     model, adapter, clean, _ = tiny
     heads = _capture(model, adapter, clean)
     real = _attention_outputs(model, adapter, clean)
-    n_heads = adapter.shape.n_heads
     for layer in range(adapter.shape.n_layers):
-        z = heads[:, :, layer]  # [batch, pos, head, d]
-        proj = adapter.out_proj(layer)
-        bias = proj(torch.zeros_like(z.flatten(-2)))
-        with torch.no_grad():
-            # Each head alone through the projection, then summed: the per-head decomposition.
-            per_head = [
-                proj((z * (torch.arange(n_heads) == h)[:, None]).flatten(-2)) - bias for h in range(n_heads)
-            ]
-            rebuilt = torch.stack(per_head).sum(0) + bias
+        rebuilt = _rebuilt_per_head(adapter.out_proj(layer), heads[:, :, layer])  # z: [batch, pos, head, d]
         torch.testing.assert_close(rebuilt, real[layer], atol=ATOL, rtol=0)
 
 
@@ -164,3 +166,23 @@ def test_unsupported_architecture_names_the_supported_ones():
 
     with pytest.raises(UnsupportedArchitectureError, match="supported: .*llama"):
         ArchitectureAdapter(Model())
+
+
+@pytest.mark.smollm2
+def test_smollm2_head_outputs_rebuild_o_proj_output(smollm2_source):
+    """SmolLM2-135M-Instruct, loaded from its GGUF through the suite's loader (grouped-query attention)."""
+    from benchmark.models import ModelSpec, load_model
+
+    loaded = load_model(ModelSpec("smollm2"))
+    model, adapter = loaded.model, ArchitectureAdapter(loaded.model)
+    assert (adapter.shape.n_heads, adapter.shape.n_kv_heads, adapter.shape.head_dim) == (9, 3, 64)
+    ids = encode_examples(loaded.tokenizer, generate_split(7, "test", 7, seed=0).examples[:2]).input_ids
+    layers = [0, adapter.shape.n_layers // 2, adapter.shape.n_layers - 1]
+    heads = _capture(model, adapter, ids, layers=layers)
+    real = _attention_outputs(model, adapter, ids)
+    for index, layer in enumerate(layers):
+        rebuilt = _rebuilt_per_head(adapter.out_proj(layer), heads[:, :, index])
+        torch.testing.assert_close(rebuilt, real[layer], atol=1e-5, rtol=1e-5)
+    before = _logits(model, ids)
+    with patch_head_outputs(adapter, _capture(model, adapter, ids)):
+        torch.testing.assert_close(_logits(model, ids), before, atol=1e-5, rtol=0)
