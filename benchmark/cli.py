@@ -14,6 +14,7 @@ from benchmark.accuracy import AccuracyResult
 from benchmark.cli_score import add_score_parser
 from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
 from benchmark.models import ModelLoadError, PairMismatchError
+from benchmark.zoo.cli import add_zoo_parser
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_accuracy_parser(commands)
     _add_submission_parsers(commands)
     add_score_parser(commands)
+    add_zoo_parser(commands)
     return parser
 
 
