@@ -45,16 +45,16 @@ class ScoreSettings:
 
 PRESETS: dict[str, ScoreSettings] = {
     "spec-v1": ScoreSettings(),
-    # About 1/7 of SPEC's sizes: runs a 135M model pair end to end on 2 CPU cores in minutes.
+    # About 1/7 of SPEC's sizes (DCM 1/16, one epoch): a 135M model pair end to end on a CPU.
     "cpu-small": ScoreSettings(
         preset="cpu-small",
         accuracy_prompts=70,
         path_patching_prompts=35,
         minimality_prompts=35,
         reference_prompts=70,
-        dcm_train=140,
-        dcm_validation=70,
-        dcm_test=70,
+        dcm_train=64,
+        dcm_validation=32,
+        dcm_test=32,
         dcm_epochs=1,
         cmap_prompts=70,
         random_draws=5,
