@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import benchmark
 from benchmark.cmap import CMAPConfig, CMAPResult, cmap_prompts, run_cmap
-from benchmark.data import Split, Vocabulary, build_pairs, check_vocabulary, encode_examples, encode_pairs
+from benchmark.data import (
+    EncodedPrompts,
+    Split,
+    Vocabulary,
+    build_pairs,
+    check_vocabulary,
+    encode_examples,
+    encode_pairs,
+)
 from benchmark.data import generate_split as _generate
 from benchmark.dcm import (
     DCMConfig,
@@ -130,6 +139,16 @@ class ScoreRun:
             "reference": make("train", s.reference_prompts),
         }
 
+    @cached_property
+    def test_prompts(self) -> EncodedPrompts:
+        """The behaviour split, encoded once (faithfulness in both models reads it)."""
+        return encode_examples(self.tokenizer, self.splits["behaviour"].examples)
+
+    @cached_property
+    def dcm_data(self):
+        """DCM pairs of every desideratum, built once (both models share the tokenizer)."""
+        return build_dcm_data(self.tokenizer, self.configs[2])
+
     def stage(self, name: str, models: tuple[str, ...], compute, *depends):
         """Run `compute()` unless the run directory holds this stage for the same inputs."""
         fingerprints = [self.fingerprints[m] for m in models]
@@ -178,7 +197,7 @@ class ScoreRun:
 
     def _faithfulness(self, which: str, discovery, means, behaviour: Behaviour) -> FaithfulnessReport:
         loaded, adapter = self.models.get(which)
-        encoded = encode_examples(loaded.tokenizer, self.splits["behaviour"].examples)
+        encoded = self.test_prompts
         return evaluate_faithfulness(
             loaded.model, adapter, discovery, encoded, means, self.configs[1], progress=self.progress
         )
@@ -187,14 +206,14 @@ class ScoreRun:
         if not discovery.circuit.all_heads():
             return None
         loaded, adapter = self.models.get(which)
-        data = build_dcm_data(loaded.tokenizer, self.configs[2])
+        data = self.dcm_data
         return run_dcm(
             loaded.model, adapter, discovery.circuit, data, self.configs[2], progress=self.progress
         )
 
     def _cross(self, base: ModelOutputs, means) -> FaithfulnessResult:
         loaded, adapter = self.models.get("finetuned")
-        encoded = encode_examples(loaded.tokenizer, self.splits["behaviour"].examples)
+        encoded = self.test_prompts
         return cross_model_faithfulness(
             "base",
             base.discovery.circuit,
@@ -210,7 +229,7 @@ class ScoreRun:
         if base.dcm is None:
             return {}
         loaded, adapter = self.models.get("finetuned")
-        data = build_dcm_data(loaded.tokenizer, self.configs[2])
+        data = self.dcm_data
         return transfer_accuracies(loaded.model, adapter, base.dcm, data, self.progress)
 
     def _cmap(self, base: ModelOutputs) -> CMAPResult | None:
