@@ -15,7 +15,7 @@ A batch dimension of 1 broadcasts over the batch. Hooks nest: the one entered la
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -209,13 +209,6 @@ def mean_ablate(
     mask = None if keep is None else ~keep.bool()
     with patch_head_outputs(adapter, means[None], positions=None, mask=mask):
         yield
-
-
-@contextmanager
-def stacked(*managers) -> Iterator[list]:
-    """Enter several hook context managers in order (the last one entered wins where they overlap)."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(m) for m in managers]
 
 
 @torch.inference_mode()

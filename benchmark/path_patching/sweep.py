@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import answer_probability, model_device
+from benchmark.accuracy import answer_probability, forward_last, model_device
 from benchmark.circuit import GROUP_SITE, Group, Head, Site, site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, edit_head_outputs, patch_qkv
@@ -78,7 +78,7 @@ def _heads_at_site(
     for start in range(0, len(ids), batch_size):
         rows = slice(start, start + batch_size)
         with capture_head_outputs(adapter, positions[rows, None], to_device="cpu") as recording:
-            model(ids[rows].to(device), use_cache=False)
+            forward_last(model, ids[rows].to(device))  # heads only: no logits past the last token
         parts.append(recording.stack()[:, 0])
     return torch.cat(parts)
 
