@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from benchmark.accuracy import score_accuracy
 from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, Site
-from benchmark.data import EncodedPrompts, check_vocabulary, encode_examples, generate_split
+from benchmark.data import (
+    EncodedPrompts,
+    Split,
+    Vocabulary,
+    check_vocabulary,
+    encode_examples,
+    generate_split,
+)
 from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.dcm.overlap import resolve_groups
 from benchmark.models import ArchitectureAdapter, LoadedModel, ModelPair, PairMismatchError, check_pair
@@ -80,13 +87,18 @@ class CMAPResult:
         raise KeyError(f"no CMAP entry for {name!r} (skipped groups: {skipped})")
 
 
+def cmap_split(vocabulary: Vocabulary, config: CMAPConfig | None = None) -> Split:
+    """The test split CMAP's clean prompts come from (also recorded in results)."""
+    config = config or CMAPConfig()
+    return generate_split(
+        config.n_boxes, "test", config.n_prompts, config.seed, vocabulary.objects, vocabulary.labels
+    )
+
+
 def cmap_prompts(tokenizer, config: CMAPConfig | None = None) -> EncodedPrompts:
     """The clean test prompts both models read, built from the words the tokenizer keeps."""
     config = config or CMAPConfig()
-    vocabulary = check_vocabulary(tokenizer, config.n_boxes)
-    split = generate_split(
-        config.n_boxes, "test", config.n_prompts, config.seed, vocabulary.objects, vocabulary.labels
-    )
+    split = cmap_split(check_vocabulary(tokenizer, config.n_boxes), config)
     return encode_examples(tokenizer, split.examples[: config.n_prompts])
 
 

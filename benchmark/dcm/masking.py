@@ -24,6 +24,8 @@ from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, group_positions
 from benchmark.data import (
     Desideratum,
     EncodedPairs,
+    Split,
+    Vocabulary,
     build_pairs,
     check_vocabulary,
     encode_pairs,
@@ -106,15 +108,24 @@ class DCMResult:
     seed: int
 
 
-def dcm_data(tokenizer, desideratum: Desideratum, config: DCMConfig = DCMConfig()) -> DCMData:
-    """Build and encode the three DCM splits of `desideratum` from the words the tokenizer keeps."""
-    vocabulary = check_vocabulary(tokenizer, config.n_boxes)
-    parts = {}
-    for name, size in config.sizes().items():
-        split = generate_split(
+def dcm_splits(vocabulary: Vocabulary, config: DCMConfig = DCMConfig()) -> dict[str, Split]:
+    """The train / validation / test splits DCM draws its clean prompts from (also recorded in results)."""
+    return {
+        name: generate_split(
             config.n_boxes, name, size, config.data_seed, vocabulary.objects, vocabulary.labels
         )
-        parts[name] = encode_pairs(tokenizer, build_pairs(split, desideratum, config.data_seed)[:size])
+        for name, size in config.sizes().items()
+    }
+
+
+def dcm_data(tokenizer, desideratum: Desideratum, config: DCMConfig = DCMConfig()) -> DCMData:
+    """Build and encode the three DCM splits of `desideratum` from the words the tokenizer keeps."""
+    splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
+    sizes = config.sizes()
+    parts = {
+        name: encode_pairs(tokenizer, build_pairs(split, desideratum, config.data_seed)[: sizes[name]])
+        for name, split in splits.items()
+    }
     return DCMData(**parts)
 
 

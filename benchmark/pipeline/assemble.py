@@ -13,8 +13,10 @@ import torch
 
 import benchmark
 from benchmark.circuit import GROUPS, Circuit
-from benchmark.data import TASK_VERSION, generate_split
+from benchmark.cmap import cmap_split
+from benchmark.data import TASK_VERSION
 from benchmark.dcm import head_iou
+from benchmark.dcm.masking import dcm_splits
 from benchmark.pipeline.score import PairOutputs, method_configs
 from benchmark.submission import from_plain, to_plain
 from benchmark.submission import provenance as p
@@ -151,9 +153,8 @@ def _datasets(outputs: PairOutputs) -> tuple[p.DatasetSplit, ...]:
     s, v = outputs.settings, outputs.vocabulary
     splits = dict(outputs.splits)
     _, _, dcm, cmap = method_configs(s)
-    for name, size in dcm.sizes().items():
-        splits[f"dcm_{name}"] = generate_split(s.n_boxes, name, size, dcm.data_seed, v.objects, v.labels)
-    splits["cmap"] = generate_split(s.n_boxes, "test", cmap.n_prompts, cmap.seed, v.objects, v.labels)
+    splits.update({f"dcm_{name}": split for name, split in dcm_splits(v, dcm).items()})
+    splits["cmap"] = cmap_split(v, cmap)
     used = {
         "minimality": s.minimality_prompts,
         "cmap": cmap.n_prompts,
