@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from benchmark.models import ModelSpec
 from benchmark.pipeline.settings import PRESETS
+from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 
 
 def add_score_parser(commands) -> None:
@@ -16,10 +19,13 @@ def add_score_parser(commands) -> None:
         description="Behaviour (through lm-eval), circuits by path patching, faithfulness, DCM and CMAP of "
         "a pair. Each stage is stored in the run directory as it finishes; rerunning resumes.",
     )
+    parser.add_argument(
+        "--pair",
+        choices=sorted(REFERENCE_PAIRS),
+        help="a reference pair of the zoo (SmolLM2 + shipped adapters) instead of --base / --finetuned",
+    )
     for which in ("base", "finetuned"):
-        parser.add_argument(
-            f"--{which}", required=True, help=f"{which} model: hub id, directory, .gguf or smollm2"
-        )
+        parser.add_argument(f"--{which}", help=f"{which} model: hub id, directory, .gguf or smollm2")
         parser.add_argument(f"--{which}-revision", help=f"hub revision of the {which} model")
         parser.add_argument(f"--{which}-gguf-file", help=f"GGUF file inside the {which} model's folder")
         parser.add_argument(
@@ -49,6 +55,12 @@ def add_score_parser(commands) -> None:
     parser.add_argument("--out", default=None, help="result JSON (default: RUN_DIR/result.json)")
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<base>__<finetuned>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--submissions",
+        type=Path,
+        default=Path("submissions"),
+        help="committed results to compare with: a result of the same inputs must hold the same numbers",
+    )
     parser.set_defaults(handler=cmd_score)
 
 
@@ -65,6 +77,31 @@ def _spec(args: argparse.Namespace, which: str, device: str) -> ModelSpec:
     )
 
 
+def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, ModelSpec]:
+    """Base and fine-tuned specs from `--pair` or from `--base` / `--finetuned` (exactly one way)."""
+    from benchmark.cli import CliError
+
+    explicit = [f"--{name.replace('_', '-')}" for name in _MODEL_OPTIONS if getattr(args, name)]
+    if args.pair:
+        if explicit:
+            raise CliError(f"--pair names both models; drop {', '.join(explicit)}")
+        placement = {"dtype": args.dtype, "device": device, "device_map": args.device_map}
+        try:
+            return get_pair(args.pair).specs(**placement)
+        except FileNotFoundError as error:
+            raise CliError(str(error)) from error
+    if not (args.base and args.finetuned):
+        raise CliError("name the models with --base and --finetuned, or a zoo pair with --pair")
+    return _spec(args, "base", device), _spec(args, "finetuned", device)
+
+
+_MODEL_OPTIONS = tuple(
+    f"{which}{suffix}"
+    for which in ("base", "finetuned")
+    for suffix in ("", "_revision", "_gguf_file", "_adapter")
+) + ("adapter",)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score the pair, write the result and print its leaderboard row."""
     import torch
@@ -73,9 +110,22 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
-    base, finetuned = _spec(args, "base", device), _spec(args, "finetuned", device)
+    base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)
     print(summary(scored.result, scored.path.name))
     print(f"\nresult: {scored.path} (validated)\nrun directory: {scored.run_dir}")
     print("plots: " + ", ".join(str(path) for path in scored.plots))
+    _compare_with_submissions(scored.path, args.submissions)
     return 0
+
+
+def _compare_with_submissions(result_path: Path, submissions: Path) -> None:
+    """Say whether this run reproduces each committed submission scored from the same inputs."""
+    from benchmark.submission.compare import committed_matches
+
+    for path, differing in committed_matches(json.loads(result_path.read_text()), submissions):
+        if not differing:
+            print(f"reproduces {path}: same numbers")
+            continue
+        print(f"differs from {path} in {len(differing)} values, e.g.:")
+        print("\n".join(f"  {line}" for line in differing[:10]))

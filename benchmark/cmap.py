@@ -25,8 +25,8 @@ from benchmark.data import (
     encode_examples,
     generate_split,
 )
-from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.dcm.overlap import resolve_groups
+from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, LoadedModel, ModelPair, PairMismatchError, check_pair
 from benchmark.models.loading import load_tokenizer
 

@@ -13,7 +13,8 @@ from benchmark.accuracy import last_token_logits, score_accuracy
 from benchmark.circuit import Circuit, Group, Site
 from benchmark.cmap import CMAPConfig, gain, run_cmap, run_cmap_pair
 from benchmark.data import encode_examples
-from benchmark.dcm import EmptyGroupError, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.dcm import EmptyGroupError
+from benchmark.head_cache import capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelSpec, PairMismatchError, check_pair_configs, load_model
 
 CIRCUIT = Circuit.of(

@@ -19,14 +19,12 @@ from benchmark.dcm import (
     dcm_overlap,
     head_iou,
     patch_accuracy,
-    patch_from_cache,
     run_dcm,
-    site_mask,
-    sites_positions,
     train_mask,
     transfer_accuracies,
 )
 from benchmark.dcm.masking import counterfactual_cache, training_step
+from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter
 from benchmark.testing import build_tiny_model
 

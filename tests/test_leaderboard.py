@@ -181,3 +181,19 @@ def test_the_committed_leaderboard_is_a_fresh_build_of_submissions(tmp_path, nam
     assert committed.read_bytes() == (tmp_path / name).read_bytes(), (
         f"leaderboard/{name} is not a fresh build of submissions/: run `etbench leaderboard build`"
     )
+
+
+def test_models_with_adapters_are_named_by_their_adapters():
+    from benchmark.leaderboard.table import model_label
+    from benchmark.submission.provenance import Adapter
+
+    result = synthetic_result()
+    chain = tuple(
+        Adapter(f"benchmark/zoo/adapters/{name}", "a" * 64, "b" * 64, "LORA")
+        for name in ("organism-base", "organism-finetuned")
+    )
+    model = dataclasses.replace(result.models.finetuned, adapters=chain)
+    assert model_label(model).endswith(" + organism-base + organism-finetuned")
+    models = dataclasses.replace(result.models, finetuned=model)
+    name = canonical_name(dataclasses.replace(result, models=models))
+    assert "__finetuned-model-organism-finetuned__" in name

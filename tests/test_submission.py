@@ -308,3 +308,33 @@ def test_cli_validate_prints_every_problem_and_sets_the_exit_code(result, plain,
 
 def test_schema_file_lives_in_the_package():
     assert Path(fmt.__file__).with_name("schema-v1.json") == SCHEMA_PATH
+
+
+def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):
+    from benchmark.submission.compare import committed_matches, differences
+
+    adapter = {"path": "zoo/lora", "weights_sha256": "a" * 64, "config_sha256": "b" * 64, "peft_type": "LORA"}
+    plain["models"]["finetuned"]["adapters"] = [adapter]
+    rerun = json.loads(json.dumps(plain))
+    rerun["timing"]["total_seconds"] += 100.0
+    rerun["hardware"]["device_name"] = "another machine"
+    for model in rerun["models"].values():
+        for adapter in model["adapters"]:
+            adapter["path"] = "/elsewhere/" + adapter["path"]
+    rerun["behaviour"]["base"]["accuracy"] *= 1 + 1e-9  # float noise below the tolerance
+    assert differences(plain, rerun) == []
+    rerun["faithfulness"]["base"]["own"]["faithfulness"] += 0.01
+    assert differences(plain, rerun) == [
+        f"$.faithfulness.base.own.faithfulness ({plain['faithfulness']['base']['own']['faithfulness']} vs "
+        f"{rerun['faithfulness']['base']['own']['faithfulness']})"
+    ]
+    moved = json.loads(json.dumps(rerun))
+    moved["models"]["finetuned"]["adapters"][0]["weights_sha256"] = "c" * 64
+    assert any("weights_sha256" in line for line in differences(plain, moved))
+    (tmp_path / "same.json").write_text(json.dumps(plain))
+    other_seed = json.loads(json.dumps(plain))
+    other_seed["settings"]["behaviour"]["seed"] = 1  # other inputs: not a reproduction to check
+    (tmp_path / "other.json").write_text(json.dumps(other_seed))
+    (tmp_path / "broken.json").write_text("{")
+    matches = list(committed_matches(rerun, tmp_path))
+    assert [(path.name, len(found)) for path, found in matches] == [("same.json", 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -10,7 +11,15 @@ from safetensors.torch import load_file
 from benchmark.cli import main
 from benchmark.models import ModelSpec, load_model
 from benchmark.testing import build_tokenizer
-from benchmark.zoo import ADAPTERS_DIR, RECIPES, generate_task, get_recipe, train_recipe
+from benchmark.zoo import (
+    ADAPTERS_DIR,
+    RECIPES,
+    REFERENCE_PAIRS,
+    generate_task,
+    get_pair,
+    get_recipe,
+    train_recipe,
+)
 from benchmark.zoo.card import render_card
 
 pytest.importorskip("peft")
@@ -77,3 +86,23 @@ def test_shipped_adapters_are_small_and_carded():
         assert (directory / "adapter_config.json").is_file() and (directory / "CARD.md").is_file()
         assert sum(path.stat().st_size for path in directory.iterdir()) < 20e6
         assert directory.name in RECIPES
+
+
+def test_reference_pairs_share_the_base_and_chain_adapters_in_order(tmp_path):
+    for pair in REFERENCE_PAIRS.values():
+        base, finetuned = pair.specs(device="cpu")
+        assert [Path(a).resolve() for a in base.adapters] == [ADAPTERS_DIR / n for n in pair.base_chain]
+        assert finetuned.adapters[: len(base.adapters)] == base.adapters  # fine-tuned = base + more
+        assert len(finetuned.adapters) == len(base.adapters) + 1
+    assert get_pair("organism").finetuned_chain == ("organism-base", "organism-finetuned")
+    with pytest.raises(ValueError, match="unknown reference pair"):
+        get_pair("nope")
+    with pytest.raises(FileNotFoundError, match="etbench zoo train"):
+        get_pair("organism").specs(adapters_dir=tmp_path)
+
+
+def test_score_takes_either_a_pair_or_two_models(capsys):
+    assert main(["score", "--pair", "organism", "--base", "smollm2"]) == 2
+    assert "drop --base" in capsys.readouterr().err
+    assert main(["score", "--finetuned", "smollm2"]) == 2
+    assert "--pair" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """DCM, desiderata-based component masking (SPEC section 6): which heads of a group carry object, position
 or label, per model, and how two models' selections overlap."""
 
-from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.dcm.masking import (
     Checkpoint,
     DCMConfig,
@@ -33,20 +32,15 @@ __all__ = [
     "DCMResult",
     "DCMRun",
     "EmptyGroupError",
-    "HeadCache",
     "build_dcm_data",
-    "capture_heads",
     "check_sizes",
     "dcm_data",
     "dcm_overlap",
     "group_heads",
     "head_iou",
     "patch_accuracy",
-    "patch_from_cache",
     "resolve_groups",
     "run_dcm",
-    "site_mask",
-    "sites_positions",
     "train_mask",
     "transfer_accuracies",
 ]

@@ -31,7 +31,7 @@ from benchmark.data import (
     encode_pairs,
     generate_split,
 )
-from benchmark.dcm.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.hooks import edit_head_outputs
 from benchmark.models import ArchitectureAdapter
 

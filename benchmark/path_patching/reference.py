@@ -16,8 +16,8 @@ from benchmark.models import ArchitectureAdapter
 from benchmark.path_patching.sweep import (
     Stage,
     StageEffects,
-    _receiver_mask,
-    _senders,
+    receiver_mask,
+    senders_of,
 )
 
 
@@ -50,7 +50,7 @@ def reference_stage(
         before_reader = (torch.arange(clean.shape[1], device=device)[None] < reader[:, None])[
             :, :, None, None
         ]
-    for layer, head in _senders(adapter, receivers if stage.receivers is not None else None):
+    for layer, head in senders_of(adapter, receivers if stage.receivers is not None else None):
         values = frozen.clone()
         values[rows, sites, layer, head] = z_cf[:, layer, head]
         with patch_head_outputs(adapter, values):
@@ -60,7 +60,7 @@ def reference_stage(
                 with capture_qkv(adapter, stage.receiver_kind, sites[:, None]) as recording:
                     model(clean, use_cache=False)
         if stage.receivers is not None:
-            layers, mask = _receiver_mask(adapter, receivers, stage.receiver_kind)
+            layers, mask = receiver_mask(adapter, receivers, stage.receiver_kind)
             new_qkv = recording.stack()[:, :, layers]
             with (
                 patch_head_outputs(adapter, frozen, mask=before_reader),

@@ -25,10 +25,11 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import answer_probability, forward_last, model_device
+from benchmark.accuracy import answer_probability, model_device
 from benchmark.circuit import GROUP_SITE, Group, Head, Site, site_positions
 from benchmark.data import EncodedPairs
-from benchmark.hooks import capture_head_outputs, capture_qkv, edit_head_outputs, patch_qkv
+from benchmark.head_cache import capture_heads
+from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv
 from benchmark.models import QKV, ArchitectureAdapter
 
 
@@ -69,18 +70,12 @@ class _Prompts:
     z_cf: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, counterfactual run
 
 
-@torch.inference_mode()
-def _heads_at_site(
-    model, adapter, ids: torch.Tensor, positions: torch.Tensor, batch_size: int
-) -> torch.Tensor:
+def _heads_at_site(model, adapter, ids: torch.Tensor, positions: torch.Tensor, batch_size: int):
     """Head outputs of every layer at one position per row: [rows, layer, head, d] on the CPU."""
-    device, parts = model_device(model), []
-    for start in range(0, len(ids), batch_size):
-        rows = slice(start, start + batch_size)
-        with capture_head_outputs(adapter, positions[rows, None], to_device="cpu") as recording:
-            forward_last(model, ids[rows].to(device))  # heads only: no logits past the last token
-        parts.append(recording.stack()[:, 0])
-    return torch.cat(parts)
+    shape = adapter.shape
+    every_head = torch.ones(1, shape.n_layers, shape.n_heads, dtype=torch.bool)  # [site, layer, head]
+    cache = capture_heads(model, adapter, ids, positions[:, None], every_head, batch_size)
+    return cache.values.view(len(ids), shape.n_layers, shape.n_heads, -1)
 
 
 def _prepare(model, adapter, pairs: EncodedPairs, site: Site, batch_size: int) -> _Prompts:
@@ -119,7 +114,7 @@ def _pass1(model, adapter, prompts: _Prompts, prompt_idx, senders, stage: Stage,
     return recording.stack()  # [rows, 1, receiver layer, qkv head, d]
 
 
-def _receiver_mask(adapter: ArchitectureAdapter, receivers: tuple[Head, ...], kind: QKV):
+def receiver_mask(adapter: ArchitectureAdapter, receivers: tuple[Head, ...], kind: QKV):
     """Receiver layers and a [layer, qkv head] mask; k and v are patched per key-value group."""
     layers = sorted({layer for layer, _ in receivers})
     mask = torch.zeros(len(layers), adapter.qkv_heads(kind), dtype=torch.bool)
@@ -128,7 +123,7 @@ def _receiver_mask(adapter: ArchitectureAdapter, receivers: tuple[Head, ...], ki
     return layers, mask
 
 
-def _senders(adapter: ArchitectureAdapter, receivers: tuple[Head, ...] | None) -> list[Head]:
+def senders_of(adapter: ArchitectureAdapter, receivers: tuple[Head, ...] | None) -> list[Head]:
     """Heads that can reach the receivers: all for logits, else those below the last receiver layer."""
     top = adapter.shape.n_layers if receivers is None else max(layer for layer, _ in receivers)
     return [(layer, head) for layer in range(top) for head in range(adapter.shape.n_heads)]
@@ -156,7 +151,7 @@ class _SuffixRun:
         if stage.receiver_kind is QKV.K:
             raise ValueError("path patching into keys is not supported (cached keys carry rotary embeddings)")
         self.model, self.kind = model, stage.receiver_kind
-        self.layers, self.mask = _receiver_mask(adapter, receivers, stage.receiver_kind)
+        self.layers, self.mask = receiver_mask(adapter, receivers, stage.receiver_kind)
         ids = prompts.pairs.clean.input_ids[chunk].to(model_device(model))
         reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
         prefix = model(ids[:, :reader], use_cache=True)
@@ -222,7 +217,7 @@ def sweep_stage(
             f"stage {stage.group.value} needs receivers, but group {stage.receivers.value} is empty"
         )
     prompts = _prepare(model, adapter, pairs, stage.site, batch_size)
-    senders = _senders(adapter, receivers if stage.receivers is not None else None)
+    senders = senders_of(adapter, receivers if stage.receivers is not None else None)
     n, shape = len(pairs), adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)

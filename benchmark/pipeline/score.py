@@ -85,6 +85,8 @@ def method_configs(
     discovery = DiscoveryConfig(
         n_prompts=s.path_patching_prompts,
         n_minimality_prompts=s.minimality_prompts,
+        effect_threshold=s.effect_threshold,
+        z_score=s.z_score,
         seed=s.seed,
         rows_per_pass=s.rows_per_pass,
         batch_size=s.batch_size,

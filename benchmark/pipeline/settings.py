@@ -20,6 +20,8 @@ class ScoreSettings:
     accuracy_prompts: int = 500  # test split: accuracy, faithfulness, curves
     path_patching_prompts: int = 300  # validation split
     minimality_prompts: int = 100  # validation split
+    effect_threshold: float = -0.01  # path patching: a head's mean effect must be at most this
+    z_score: float = 2.58  # ... and mean + z * standard error < 0
     reference_prompts: int = 500  # train split, for mean ablation
     dcm_train: int = 1000
     dcm_validation: int = 500

@@ -33,12 +33,12 @@ def slug(text: str) -> str:
 
 
 def model_slug(model: Model) -> str:
-    """A model's id, revision and GGUF file as one safe slug."""
+    """A model's id, GGUF file and last adapter as one safe slug."""
     parts = [model.id.rsplit("/", 1)[-1] if "/" in model.id else model.id]
     if model.gguf_file:
         parts.append(Path(model.gguf_file).stem)
     if model.adapters:
-        parts.append(f"{len(model.adapters)}adapters")
+        parts.append(Path(model.adapters[-1].path).name)
     return slug("-".join(parts))
 
 

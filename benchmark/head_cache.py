@@ -1,5 +1,7 @@
 """Cached head outputs of chosen heads at chosen per-row positions, and their patching into another run.
 
+Path patching caches every head at its sender site of clean and counterfactual prompts.
+
 DCM caches a counterfactual run and patches it into the clean run of the same model; CMAP caches the
 fine-tuned model and patches it into the base model. Both go through the o_proj input (`benchmark.hooks`),
 and both keep only the heads they patch, on the CPU, so large models need not stay loaded.
