@@ -121,3 +121,12 @@ def test_cli_score_prints_the_row_and_missing_models_are_clear_errors(pair, tmp_
     )
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_default_run_dirs_of_the_zoo_pairs_differ():
+    from benchmark.pipeline.score import default_run_dir
+    from benchmark.zoo import REFERENCE_PAIRS
+
+    dirs = {name: default_run_dir(*pair.specs()) for name, pair in REFERENCE_PAIRS.items()}
+    assert dirs["organism"].name == "smollm2-organism-base__smollm2-organism-finetuned"
+    assert dirs["arithmetic"].name == "smollm2-organism-base__smollm2-arithmetic"

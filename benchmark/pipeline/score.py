@@ -274,9 +274,7 @@ class ScoreRun:
 
 
 def default_run_dir(base: ModelSpec, finetuned: ModelSpec) -> Path:
-    """runs/<base>__<finetuned> with only safe characters."""
-    slug = "__".join(
-        "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(spec.model).name)
-        for spec in (base, finetuned)
-    )
-    return Path("runs") / slug
+    """runs/<base>__<finetuned>, each model named by its source and last adapter, safe characters only."""
+    safe = lambda text: "".join(c if c.isalnum() or c in "-_." else "-" for c in text)  # noqa: E731
+    name = lambda spec: "-".join(Path(part).name for part in (spec.model, *spec.adapters[-1:]))  # noqa: E731
+    return Path("runs") / "__".join(safe(name(spec)) for spec in (base, finetuned))
