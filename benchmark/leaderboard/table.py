@@ -61,6 +61,7 @@ COLUMNS: tuple[Column, ...] = (
         )
         for g in GROUP_NAMES
     ),
+    Column("preset", "preset", False, "sizes of the run: spec-v1 (SPEC's) or a reduced one, e.g. cpu-small"),
     Column("suite_version", "suite version", False, "version of entity-tracking-bench that scored the pair"),
     Column("date", "date", False, "UTC date the run finished"),
     Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
@@ -139,6 +140,7 @@ def row_values(result: Result, file: str) -> dict[str, object]:
         "circuit_iou": result.circuits.iou.overall if result.circuits else None,
         "dcm_overlap": _dcm_overlap(result),
         **_cmap_values(result),
+        "preset": result.settings.preset,
         "suite_version": result.suite.version,
         "date": finished_date(result),
         "flag": "",
