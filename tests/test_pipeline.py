@@ -130,3 +130,14 @@ def test_default_run_dirs_of_the_zoo_pairs_differ():
     dirs = {name: default_run_dir(*pair.specs()) for name, pair in REFERENCE_PAIRS.items()}
     assert dirs["organism"].name == "smollm2-organism-base__smollm2-organism-finetuned"
     assert dirs["arithmetic"].name == "smollm2-organism-base__smollm2-arithmetic"
+
+
+def test_summary_row_shows_three_decimals_and_dashes():
+    from benchmark.pipeline import summary
+    from benchmark.submission.synthetic import synthetic_result
+
+    result = synthetic_result()
+    text = summary(result, "x.json")
+    accuracy = next(line for line in text.splitlines() if line.startswith("| base acc "))
+    assert accuracy.split("|")[2].strip() == f"{result.behaviour.base.accuracy:.3f}"
+    assert "| file " in text and "x.json" in text

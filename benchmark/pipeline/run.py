@@ -84,5 +84,6 @@ def score_pair(
 def summary(result: Result, file: str = "") -> str:
     """The pair's leaderboard row, one column per line."""
     values = row_values(result, file)
-    rows = [(column.title, values.get(column.key)) for column in COLUMNS if column.key in values]
-    return tabulate(rows, tablefmt="github", floatfmt=".3f", missingval="-")
+    shown = lambda value: f"{value:.3f}" if isinstance(value, float) else value  # noqa: E731
+    rows = [(column.title, shown(values.get(column.key))) for column in COLUMNS if column.key in values]
+    return tabulate(rows, tablefmt="github", missingval="-", disable_numparse=True)

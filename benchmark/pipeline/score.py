@@ -103,6 +103,7 @@ def method_configs(
         n_validation=s.dcm_validation,
         n_test=s.dcm_test,
         epochs=s.dcm_epochs,
+        batch_size=s.dcm_batch_size,
         seed=s.seed,
         data_seed=s.seed,
         n_boxes=s.n_boxes,

@@ -27,6 +27,7 @@ class ScoreSettings:
     dcm_validation: int = 500
     dcm_test: int = 500
     dcm_epochs: int = 2
+    dcm_batch_size: int = 32  # pairs per mask update
     cmap_prompts: int = 500  # test split
     random_draws: int = 10
     batch_size: int = 32
@@ -47,10 +48,11 @@ class ScoreSettings:
 
 PRESETS: dict[str, ScoreSettings] = {
     "spec-v1": ScoreSettings(),
-    # About 1/7 of SPEC's sizes (DCM 1/16, one epoch): a 135M model pair end to end on a CPU. With 35
+    # About 1/7 of SPEC's sizes (DCM 1/16): a 135M model pair end to end on a CPU. With 35
     # path-patching prompts the standard error is sqrt(300/35) = 2.9 times SPEC's, so the significance
     # test uses z = 1.0: an effect must exceed about the same multiple of the per-prompt spread as
     # SPEC's z = 2.58 at 300 prompts demands (2.58 * sqrt(35/300) = 0.88; 1.0 is slightly stricter).
+    # DCM keeps SPEC's 2 epochs with batches of 8, so each mask gets 16 Adam steps (SPEC: 63).
     "cpu-small": ScoreSettings(
         preset="cpu-small",
         accuracy_prompts=70,
@@ -61,7 +63,7 @@ PRESETS: dict[str, ScoreSettings] = {
         dcm_train=64,
         dcm_validation=32,
         dcm_test=32,
-        dcm_epochs=1,
+        dcm_batch_size=8,  # 2 epochs of 8 updates: enough for a mask to move from 1 to 0 at lr 0.1
         cmap_prompts=70,
         random_draws=5,
         rows_per_pass=128,
