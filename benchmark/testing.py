@@ -25,7 +25,7 @@ from benchmark.data.words import LABELS, OBJECTS
 
 TEMPLATE_WORDS = ("The", "Ġthe", "Ġis", "Ġin", "ĠBox", ",", ".", "Ġcontains")
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
-_BYTE_ALPHABET = tuple(pre_tokenizers.ByteLevel.alphabet())
+_BYTE_ALPHABET = tuple(sorted(pre_tokenizers.ByteLevel.alphabet()))  # a set: sorted, so ids never vary
 
 
 def _prefix_merges(token: str) -> list[tuple[str, str]]:

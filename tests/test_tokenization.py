@@ -177,3 +177,20 @@ def test_sentencepiece_mistral_v1_loses_four_objects(mistral_v1_tokenizer):
     assert int(encode_examples(mistral_v1_tokenizer, kept.examples).input_ids[0, 0]) == 1  # <s>
     with pytest.raises(TokenizerError, match="unequal token lengths"):
         encode_examples(mistral_v1_tokenizer, generate_split(7, "test").examples)
+
+
+def test_the_tiny_tokenizer_has_the_same_ids_in_every_process():
+    import subprocess
+
+    script = "from benchmark.testing import build_tokenizer as b; print(sorted(b().get_vocab().items()))"
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(runs) == 1  # string hashing differs between the processes; the ids must not
