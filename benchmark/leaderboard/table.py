@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
@@ -69,18 +68,13 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def adapter_name(path: str) -> str:
-    """An adapter's folder (or hub repository) name, without the rest of its path."""
-    return Path(path).name or path
-
-
 def model_label(model: Model) -> str:
     """`id@revision`, then the GGUF file and the merged adapters' folder names when there are any."""
     label = model.id + (f"@{model.revision}" if model.revision else "")
     if model.gguf_file:
         label += f" [{model.gguf_file}]"
     if model.adapters:
-        label += "".join(f" + {adapter_name(adapter.path)}" for adapter in model.adapters)
+        label += "".join(f" + {adapter.name}" for adapter in model.adapters)
     return label
 
 

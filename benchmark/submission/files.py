@@ -38,7 +38,7 @@ def model_slug(model: Model) -> str:
     if model.gguf_file:
         parts.append(Path(model.gguf_file).stem)
     if model.adapters:
-        parts.append(Path(model.adapters[-1].path).name)
+        parts.append(model.adapters[-1].name)
     return slug("-".join(parts))
 
 

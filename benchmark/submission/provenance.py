@@ -7,6 +7,7 @@ or a loader's record say so, and a test checks that their fields stay the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmark.submission.kinds import Count, NonNegative, Positive, Rate, Sha256
 
@@ -141,6 +142,11 @@ class Adapter:
     weights_sha256: Sha256
     config_sha256: Sha256
     peft_type: str
+
+    @property
+    def name(self) -> str:
+        """The adapter's folder (or hub repository) name, without the rest of its path."""
+        return Path(self.path).name or self.path
 
 
 @dataclass(frozen=True)
