@@ -77,6 +77,14 @@ def _spec(args: argparse.Namespace, which: str, device: str) -> ModelSpec:
     )
 
 
+# The options that name a model; `--pair` replaces all of them.
+_MODEL_OPTIONS = tuple(
+    f"{which}{suffix}"
+    for which in ("base", "finetuned")
+    for suffix in ("", "_revision", "_gguf_file", "_adapter")
+) + ("adapter",)
+
+
 def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, ModelSpec]:
     """Base and fine-tuned specs from `--pair` or from `--base` / `--finetuned` (exactly one way)."""
     from benchmark.cli import CliError
@@ -93,13 +101,6 @@ def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, Model
     if not (args.base and args.finetuned):
         raise CliError("name the models with --base and --finetuned, or a zoo pair with --pair")
     return _spec(args, "base", device), _spec(args, "finetuned", device)
-
-
-_MODEL_OPTIONS = tuple(
-    f"{which}{suffix}"
-    for which in ("base", "finetuned")
-    for suffix in ("", "_revision", "_gguf_file", "_adapter")
-) + ("adapter",)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
