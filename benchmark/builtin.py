@@ -11,8 +11,10 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.errors import BenchmarkError
 
-class BuiltinModelError(RuntimeError):
+
+class BuiltinModelError(BenchmarkError, RuntimeError):
     """A built-in model's package is not installed, or its weight file is missing from it."""
 
 

@@ -1,21 +1,16 @@
-"""The entity-tracking circuit: four head groups, each read at its own token position (SPEC section 4).
+"""The entity-tracking circuit: four head groups, each read at its own token position.
 
 Path patching produces a `Circuit`; faithfulness, DCM and CMAP consume one. A head is (layer, head).
+Torch-free (the result file uses these types); what a circuit does to a model is in `circuit_run`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import torch
-
-from benchmark.data import EncodedPrompts
-from benchmark.hooks import mean_ablate
-from benchmark.models import ArchitectureAdapter
-
-Head = tuple[int, int]  # (layer, head)
+from benchmark.kinds import Head
 
 
 class Group(StrEnum):
@@ -46,20 +41,6 @@ GROUP_SITE: dict[Group, Site] = {
 }
 
 
-def site_positions(site: Site, encoded: EncodedPrompts) -> torch.Tensor:
-    """Token index of `site` in every row: [batch]."""
-    if site is Site.LAST:
-        return torch.full((len(encoded),), encoded.last_pos, dtype=torch.long)
-    if site is Site.QUERY_LABEL:
-        return encoded.query_label_pos
-    return encoded.query_label_earlier_pos
-
-
-def group_positions(group: Group, encoded: EncodedPrompts) -> torch.Tensor:
-    """Token index at which `group` is read, in every row: [batch]."""
-    return site_positions(GROUP_SITE[group], encoded)
-
-
 @dataclass(frozen=True)
 class Circuit:
     """Heads of each group, strongest first; a head may belong to several groups."""
@@ -86,38 +67,11 @@ class Circuit:
         """Every distinct head of the circuit (union over groups), in group order."""
         return tuple(dict.fromkeys(h for group in GROUPS for h in self.heads(group)))
 
-    def mask(self, group: Group, n_layers: int, n_heads: int) -> torch.Tensor:
-        """Boolean [layer, head] mask of one group's heads."""
-        mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
-        for layer, head in self.heads(group):
-            mask[layer, head] = True
-        return mask
-
     def to_dict(self) -> dict[str, list[list[int]]]:
         return {group.value: [list(h) for h in self.heads(group)] for group in GROUPS}
 
 
-def keep_mask(circuit: Circuit, encoded: EncodedPrompts, n_layers: int, n_heads: int) -> torch.Tensor:
-    """Components a circuit run leaves alone, each group's heads at its position: [batch, pos, layer, head].
-
-    Everything outside the mask is mean-ablated in a circuit run (SPEC section 5).
-    """
-    batch, n_pos = encoded.input_ids.shape
-    keep = torch.zeros(batch, n_pos, n_layers, n_heads, dtype=torch.bool)
-    rows = torch.arange(batch)
-    for group in GROUPS:
-        if circuit.heads(group):
-            positions = group_positions(group, encoded)
-            keep[rows, positions] |= circuit.mask(group, n_layers, n_heads)
-    return keep
-
-
-def circuit_intervention(adapter: ArchitectureAdapter, circuit: Circuit, means: torch.Tensor):
-    """The circuit run as a per-batch intervention: mean-ablate (to `means` [pos, layer, head, d]) every
-    component outside the circuit, for `benchmark.accuracy`'s scoring functions."""
-    shape = adapter.shape
-
-    def intervene(batch: EncodedPrompts):
-        return mean_ablate(adapter, means, keep=keep_mask(circuit, batch, shape.n_layers, shape.n_heads))
-
-    return intervene
+def head_iou(a: Sequence[Head], b: Sequence[Head]) -> float:
+    """|a & b| / |a | b|; two empty sets agree completely (1.0), so means over groups stay defined."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0

@@ -12,15 +12,11 @@ from tabulate import tabulate
 
 from benchmark.accuracy import AccuracyResult
 from benchmark.cli_score import add_score_parser
-from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
-from benchmark.models import ModelLoadError, PairMismatchError
+from benchmark.data import DEFAULT_BOXES, SPLITS, Split, Vocabulary
+from benchmark.errors import BenchmarkError, CliError
 from benchmark.zoo.cli import add_zoo_parser
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class CliError(Exception):
-    """A user error the CLI reports in one line, with exit code 2 and no traceback."""
 
 
 def positive_int(text: str) -> int:
@@ -120,7 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submission_parsers(commands)
     add_score_parser(commands)
     add_zoo_parser(commands)
+    tasks = commands.add_parser(
+        "tasks-path",
+        help="print the lm-eval tasks folder (for lm_eval --include_path)",
+        description="Print the folder of the suite's lm-evaluation-harness tasks, inside the installed "
+        "package: lm_eval --include_path \"$(etbench tasks-path)\" --tasks entity_tracking",
+    )
+    tasks.set_defaults(handler=cmd_tasks_path)
     return parser
+
+
+def cmd_tasks_path(args: argparse.Namespace) -> int:
+    """Print the tasks folder."""
+    from benchmark.tasks import TASKS_DIR
+
+    print(TASKS_DIR)
+    return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -245,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CliError, DatasetError, ModelLoadError, PairMismatchError) as error:
+    except BenchmarkError as error:
         print(f"etbench {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -6,8 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from tabulate import tabulate
+
+from benchmark.errors import CliError
 from benchmark.models import ModelSpec
-from benchmark.pipeline.settings import PRESETS
+from benchmark.settings import PRESETS
 from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 
 
@@ -87,8 +90,6 @@ _MODEL_OPTIONS = tuple(
 
 def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, ModelSpec]:
     """Base and fine-tuned specs from `--pair` or from `--base` / `--finetuned` (exactly one way)."""
-    from benchmark.cli import CliError
-
     explicit = [f"--{name.replace('_', '-')}" for name in _MODEL_OPTIONS if getattr(args, name)]
     if args.pair:
         if explicit:
@@ -107,13 +108,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score the pair, write the result and print its leaderboard row."""
     import torch
 
-    from benchmark.pipeline import preset_settings, score_pair, summary
+    from benchmark.pipeline import score_pair
+    from benchmark.pipeline.runner import stage_table
+    from benchmark.settings import preset_settings
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
     base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)
     print(summary(scored.result, scored.path.name))
+    print("\n" + tabulate(stage_table(scored.outputs.stages), headers=("stage", "", "seconds")))
     print(f"\nresult: {scored.path} (validated)\nrun directory: {scored.run_dir}")
     print("plots: " + ", ".join(str(path) for path in scored.plots))
     _compare_with_submissions(scored.path, args.submissions)
@@ -130,3 +134,13 @@ def _compare_with_submissions(result_path: Path, submissions: Path) -> None:
             continue
         print(f"differs from {path} in {len(differing)} values, e.g.:")
         print("\n".join(f"  {line}" for line in differing[:10]))
+
+
+def summary(result, file: str = "") -> str:
+    """The pair's leaderboard row, one column per line."""
+    from benchmark.leaderboard.table import COLUMNS, row_values
+
+    values = row_values(result, file)
+    shown = lambda value: f"{value:.3f}" if isinstance(value, float) else value  # noqa: E731
+    rows = [(column.title, shown(values.get(column.key))) for column in COLUMNS if column.key in values]
+    return tabulate(rows, tablefmt="github", missingval="-", disable_numparse=True)

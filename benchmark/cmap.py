@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import score_accuracy
-from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, Site
+from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head, Site
 from benchmark.data import (
     EncodedPrompts,
     Split,
@@ -27,8 +27,11 @@ from benchmark.data import (
 )
 from benchmark.dcm.overlap import resolve_groups
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.kinds import defined
 from benchmark.models import ArchitectureAdapter, LoadedModel, ModelPair, PairMismatchError, check_pair
 from benchmark.models.loading import load_tokenizer
+from benchmark.records import CMAP, CMAPEntry
+from benchmark.settings import CMAPConfig
 
 # A model already loaded, or a callable opening one for a `with` block (released on exit).
 ModelSource = torch.nn.Module | LoadedModel | Callable[[], AbstractContextManager]
@@ -36,24 +39,7 @@ CIRCUIT = "circuit"  # the name of the whole-circuit entry
 
 
 @dataclass(frozen=True)
-class CMAPConfig:
-    """Settings of CMAP; the defaults are SPEC v1's (500 test prompts, gain undefined under a 0.02 gap)."""
-
-    n_prompts: int = 500
-    n_boxes: int = 7
-    seed: int = 0  # test split seed
-    batch_size: int = 32
-    min_gap: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.n_prompts < 1 or self.batch_size < 1:
-            raise ValueError(f"CMAPConfig: n_prompts and batch_size must be at least 1, got {self}")
-        if self.min_gap < 0:
-            raise ValueError(f"CMAPConfig: min_gap must be >= 0, got {self.min_gap}")
-
-
-@dataclass(frozen=True)
-class CMAPEntry:
+class CMAPPatch:
     """One patched head set (a group at its position, or the whole circuit) and what it did to the base."""
 
     name: str  # a group's value, or "circuit"
@@ -61,6 +47,9 @@ class CMAPEntry:
     acc_patched: float
     change: float  # acc_patched - acc_base
     gain: float | None  # share of the gap closed; None when the gap is under min_gap
+
+    def record(self) -> CMAPEntry:
+        return CMAPEntry(self.heads, self.acc_patched, self.change, defined(self.gain))
 
 
 @dataclass(frozen=True)
@@ -73,11 +62,11 @@ class CMAPResult:
     acc_finetuned: float
     gap: float  # acc_finetuned - acc_base
     gain_defined: bool  # |gap| >= min_gap
-    groups: tuple[CMAPEntry, ...]
-    circuit: CMAPEntry
+    groups: tuple[CMAPPatch, ...]
+    circuit: CMAPPatch
     skipped_groups: tuple[Group, ...]  # groups of the circuit with no heads
 
-    def entry(self, name: Group | str) -> CMAPEntry:
+    def entry(self, name: Group | str) -> CMAPPatch:
         """The entry of a group, or of the whole circuit ("circuit")."""
         name = CIRCUIT if name == CIRCUIT else Group(name).value
         for entry in (*self.groups, self.circuit):
@@ -85,6 +74,19 @@ class CMAPResult:
                 return entry
         skipped = [g.value for g in self.skipped_groups]
         raise KeyError(f"no CMAP entry for {name!r} (skipped groups: {skipped})")
+
+    def record(self) -> CMAP:
+        """Every group's entry (null for a group without heads) and the whole circuit's."""
+        groups: dict[Group, CMAPEntry | None] = {group: None for group in GROUPS}
+        groups.update({Group(entry.name): entry.record() for entry in self.groups})
+        return CMAP(
+            self.n_prompts,
+            self.acc_base,
+            self.acc_finetuned,
+            self.gain_defined,
+            self.circuit.record(),
+            groups,
+        )
 
 
 def cmap_split(vocabulary: Vocabulary, config: CMAPConfig | None = None) -> Split:
@@ -95,10 +97,11 @@ def cmap_split(vocabulary: Vocabulary, config: CMAPConfig | None = None) -> Spli
     )
 
 
-def cmap_prompts(tokenizer, config: CMAPConfig | None = None) -> EncodedPrompts:
-    """The clean test prompts both models read, built from the words the tokenizer keeps."""
+def cmap_prompts(tokenizer, config: CMAPConfig | None = None, split: Split | None = None) -> EncodedPrompts:
+    """The clean test prompts both models read: `split` (default: `cmap_split` of the words the tokenizer
+    keeps; a scoring run passes the split it already built and records)."""
     config = config or CMAPConfig()
-    split = cmap_split(check_vocabulary(tokenizer, config.n_boxes), config)
+    split = split or cmap_split(check_vocabulary(tokenizer, config.n_boxes), config)
     return encode_examples(tokenizer, split.examples[: config.n_prompts])
 
 
@@ -218,9 +221,9 @@ def run_cmap(
     with _opened(base) as model:
         acc_base, patched = _base_run(model, ft, layout, prompts, config, progress)
 
-    def entry(name: str, heads: tuple[Head, ...]) -> CMAPEntry:
+    def entry(name: str, heads: tuple[Head, ...]) -> CMAPPatch:
         acc = patched[name]
-        return CMAPEntry(name, heads, acc, acc - acc_base, gain(acc, acc_base, ft.accuracy, config.min_gap))
+        return CMAPPatch(name, heads, acc, acc - acc_base, gain(acc, acc_base, ft.accuracy, config.min_gap))
 
     return CMAPResult(
         config=config,

@@ -17,32 +17,19 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import Intervention, score_accuracy
-from benchmark.circuit import GROUPS, Circuit, Group, Head, circuit_intervention
+from benchmark.circuit import GROUPS, Circuit, Group, Head
+from benchmark.circuit_run import circuit_intervention
 from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prompts
 from benchmark.hooks import head_output_means, mean_ablate
+from benchmark.kinds import defined
 from benchmark.models import ArchitectureAdapter, HeadShape
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
-
-# The faithfulness curve's default circuit sizes, as shares of all heads (SPEC: from 1% to 100%).
-CURVE_FRACTIONS: tuple[float, ...] = (
-    0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
-)  # fmt: skip
+from benchmark.records import Curve, CurvePoint, FaithfulnessScore, ModelFaithfulness, RandomBaseline
+from benchmark.settings import CURVE_FRACTIONS, FaithfulnessConfig
 
 # Components a run leaves at their own value, for a batch of rows: [batch|1, pos|1, layer, head] bool,
 # or None for none (the fully mean-ablated model).
 KeepFn = Callable[[EncodedPrompts], torch.Tensor | None]
-
-
-@dataclass(frozen=True)
-class FaithfulnessConfig:
-    """Settings of the faithfulness stage; the defaults are SPEC v1's (sizes are read by the pipeline)."""
-
-    n_prompts: int = 500  # evaluation prompts
-    n_reference: int = 500  # mean-ablation reference prompts
-    n_random: int = 10  # random-circuit draws
-    seed: int = 0  # seeds the random circuits and the reference set's letters
-    curve_fractions: tuple[float, ...] = CURVE_FRACTIONS
-    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,15 @@ class FaithfulnessResult:
     def defined(self) -> bool:
         return self.undefined_because is None
 
+    def record(self) -> FaithfulnessScore:
+        return FaithfulnessScore(
+            self.full_accuracy,
+            self.circuit_accuracy,
+            defined(self.faithfulness),
+            self.n_prompts,
+            self.undefined_because,
+        )
+
 
 @dataclass(frozen=True)
 class CrossModelFaithfulness:
@@ -70,7 +66,7 @@ class CrossModelFaithfulness:
 
 
 @dataclass(frozen=True)
-class RandomBaseline:
+class RandomCircuits:
     """Faithfulness of random circuits with the given circuit's group sizes, one result per seeded draw."""
 
     sizes: dict[str, int]  # heads per group, as in the circuit it stands in for
@@ -94,6 +90,10 @@ class RandomBaseline:
             return math.nan
         return statistics.stdev(values)
 
+    def record(self) -> RandomBaseline:
+        draws = tuple(defined(f) for f in self.faithfulness)
+        return RandomBaseline(defined(self.mean), defined(self.std), draws, self.seed)
+
 
 @dataclass(frozen=True)
 class RankedHead:
@@ -102,16 +102,6 @@ class RankedHead:
     head: Head
     group: Group
     effect: float  # its mean effect in that stage
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """The circuit of the top-k ranked heads (k = fraction of all heads, rounded, at least 1)."""
-
-    fraction: float
-    k: int
-    accuracy: float
-    faithfulness: float
 
 
 @dataclass(frozen=True)
@@ -124,9 +114,15 @@ class FaithfulnessCurve:
 
     @property
     def area(self) -> float:
-        """Trapezoid area over the points' fractions (in [0, 1]); spans [first fraction, last fraction]."""
+        """Trapezoid area over the points' fractions (in [0, 1]); spans [first fraction, last fraction].
+        NaN when a point's faithfulness is undefined."""
+        if any(point.faithfulness is None for point in self.points):
+            return math.nan
         pairs = list(zip(self.points, self.points[1:], strict=False))
         return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+
+    def record(self) -> Curve:
+        return Curve(self.points, defined(self.area))
 
 
 @dataclass(frozen=True)
@@ -135,8 +131,11 @@ class FaithfulnessReport:
 
     config: FaithfulnessConfig
     circuit: FaithfulnessResult
-    random: RandomBaseline
+    random: RandomCircuits
     curve: FaithfulnessCurve
+
+    def record(self) -> ModelFaithfulness:
+        return ModelFaithfulness(self.circuit.record(), self.random.record(), self.curve.record())
 
 
 def reference_input_ids(tokenizer, split: Split, seed: int = 0) -> torch.Tensor:
@@ -265,7 +264,7 @@ def random_circuit_baseline(
     batch_size: int = 32,
     full_accuracy: float | None = None,
     progress: bool = True,
-) -> RandomBaseline:
+) -> RandomCircuits:
     """Faithfulness of `n_draws` random circuits with `circuit`'s group sizes (draw i seeded by (seed, i))."""
     if full_accuracy is None:
         full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
@@ -278,7 +277,7 @@ def random_circuit_baseline(
         faithfulness(model, adapter, draw, encoded, means, batch_size, full_accuracy)
         for draw in tqdm(draws, desc="random circuits", disable=not progress)
     )
-    return RandomBaseline(sizes, seed, draws, results)
+    return RandomCircuits(sizes, seed, draws, results)
 
 
 def head_ranking(stages: Sequence[StageResult]) -> tuple[RankedHead, ...]:
@@ -339,7 +338,7 @@ def faithfulness_curve(
             circuit = top_k_circuit(ranking, k)
             evaluated[k] = faithfulness(model, adapter, circuit, encoded, means, batch_size, full_accuracy)
         result = evaluated[k]
-        points.append(CurvePoint(fraction, k, result.circuit_accuracy, result.faithfulness))
+        points.append(CurvePoint(fraction, k, result.circuit_accuracy, defined(result.faithfulness)))
     return FaithfulnessCurve(full_accuracy, ranking, tuple(points))
 
 
@@ -352,10 +351,14 @@ def evaluate_faithfulness(
     config: FaithfulnessConfig = FaithfulnessConfig(),
     circuit: Circuit | None = None,
     progress: bool = True,
+    full_accuracy: float | None = None,
 ) -> FaithfulnessReport:
-    """SPEC 5 for one model: `circuit` (default: the discovered one), its random baseline and the curve."""
+    """Faithfulness of one model: `circuit` (default: the discovered one), its random baseline and the
+    curve. `full_accuracy`: the unmodified model's accuracy on `encoded` when already measured."""
     circuit = discovery.circuit if circuit is None else circuit
-    full = score_accuracy(model, encoded, config.batch_size).accuracy
+    full = full_accuracy
+    if full is None:
+        full = score_accuracy(model, encoded, config.batch_size).accuracy
     own = faithfulness(model, adapter, circuit, encoded, means, config.batch_size, full)
     shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress)
     baseline = random_circuit_baseline(

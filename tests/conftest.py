@@ -22,8 +22,10 @@ from benchmark.testing import build_known_answer_model, build_tiny_model
 
 @pytest.fixture(scope="session")
 def tasks_dir() -> Path:
-    """The suite's lm-eval tasks folder (lm_eval --include_path)."""
-    return Path(__file__).resolve().parents[1] / "tasks"
+    """The suite's lm-eval tasks folder (lm_eval --include_path), inside the package."""
+    from benchmark.tasks import TASKS_DIR
+
+    return TASKS_DIR
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmark.accuracy import last_token_logits
-from benchmark.circuit import Circuit, Group, Site
+from benchmark.circuit import Circuit, Group, Site, head_iou
 from benchmark.data import Desideratum, build_pairs, encode_pairs, generate_split
 from benchmark.dcm import (
     DCMConfig,
@@ -17,7 +17,6 @@ from benchmark.dcm import (
     EmptyGroupError,
     dcm_data,
     dcm_overlap,
-    head_iou,
     patch_accuracy,
     run_dcm,
     train_mask,

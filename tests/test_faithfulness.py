@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmark.accuracy import answer_probabilities, score_accuracy
-from benchmark.circuit import GROUPS, Circuit, Group, keep_mask
+from benchmark.circuit import GROUPS, Circuit, Group
+from benchmark.circuit_run import keep_mask
 from benchmark.data import encode_examples, generate_split
 from benchmark.faithfulness import (
     CurvePoint,

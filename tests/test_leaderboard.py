@@ -185,7 +185,7 @@ def test_the_committed_leaderboard_is_a_fresh_build_of_submissions(tmp_path, nam
 
 def test_models_with_adapters_are_named_by_their_adapters():
     from benchmark.leaderboard.table import model_label
-    from benchmark.submission.provenance import Adapter
+    from benchmark.models.identity import AdapterRecord as Adapter
 
     result = synthetic_result()
     chain = tuple(

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmark.accuracy import answer_probabilities
-from benchmark.circuit import GROUPS, Circuit, Group, site_positions
+from benchmark.circuit import GROUPS, Circuit, Group
+from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs, build_pairs, encode_pairs, generate_split
 from benchmark.hooks import capture_head_outputs, head_output_means, patch_head_outputs
 from benchmark.models import ArchitectureAdapter

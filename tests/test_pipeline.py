@@ -8,15 +8,20 @@ from transformers import AutoModelForCausalLM
 
 from benchmark.cli import main
 from benchmark.models import ModelSpec
-from benchmark.pipeline import preset_settings, score_pair
-from benchmark.pipeline import score as score_module
+from benchmark.pipeline import score_pair
+from benchmark.pipeline import stages as score_module
+from benchmark.settings import preset_settings
 from benchmark.submission import validate
 from benchmark.testing import build_tiny_model
 
 SMALL = dict(
-    n_boxes=3, accuracy_prompts=12, path_patching_prompts=9, minimality_prompts=6, reference_prompts=12,
-    dcm_train=12, dcm_validation=6, dcm_test=6, cmap_prompts=12, random_draws=2,
-)  # fmt: skip
+    n_boxes=3,
+    behaviour={"n_prompts": 12},
+    discovery={"n_prompts": 9, "n_minimality_prompts": 6},
+    faithfulness={"n_prompts": 12, "n_reference": 12, "n_random": 2},
+    dcm={"n_train": 12, "n_validation": 6, "n_test": 6},
+    cmap={"n_prompts": 12},
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +63,10 @@ def test_score_writes_a_result_that_validates(pair, tmp_path):
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_stages(pair, tmp_path, monkeypatch):
-    def interrupted(self, which, discovery):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("killed during DCM")
 
-    monkeypatch.setattr(score_module.ScoreRun, "_dcm", interrupted)
+    monkeypatch.setattr(score_module, "run_dcm", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _score(pair, tmp_path / "run")
     finished = sorted(p.name for p in (tmp_path / "run" / "stages").glob("*.pt"))
@@ -124,16 +129,16 @@ def test_cli_score_prints_the_row_and_missing_models_are_clear_errors(pair, tmp_
 
 
 def test_default_run_dirs_of_the_zoo_pairs_differ():
-    from benchmark.pipeline.score import default_run_dir
+    from benchmark.pipeline import Pair, default_run_dir
     from benchmark.zoo import REFERENCE_PAIRS
 
-    dirs = {name: default_run_dir(*pair.specs()) for name, pair in REFERENCE_PAIRS.items()}
+    dirs = {name: default_run_dir(Pair(*pair.specs())) for name, pair in REFERENCE_PAIRS.items()}
     assert dirs["organism"].name == "smollm2-organism-base__smollm2-organism-finetuned"
     assert dirs["arithmetic"].name == "smollm2-organism-base__smollm2-arithmetic"
 
 
 def test_summary_row_shows_three_decimals_and_dashes():
-    from benchmark.pipeline import summary
+    from benchmark.cli_score import summary
     from benchmark.submission.synthetic import synthetic_result
 
     result = synthetic_result()

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import records, settings
+from benchmark.circuit import GROUPS
 from benchmark.cli import main
+from benchmark.data import DCM_DESIDERATA, Vocabulary
+from benchmark.models import identity
 from benchmark.submission import (
     SCHEMA_PATH,
     Result,
@@ -21,8 +25,7 @@ from benchmark.submission import (
     to_json,
     validate,
 )
-from benchmark.submission import provenance as prov
-from benchmark.submission import result as fmt
+from benchmark.submission import schema as schema_module
 from benchmark.submission.codec import FormatError, to_plain
 from benchmark.submission.synthetic import SyntheticPair, synthetic_result
 
@@ -72,10 +75,10 @@ def test_the_schema_closes_every_object_and_knows_every_result_class():
     schema = json.loads(SCHEMA_PATH.read_text())
     classes = [
         value
-        for module in (fmt, prov)
+        for module in (records, settings, identity)
         for value in vars(module).values()
         if dataclasses.is_dataclass(value) and value.__module__ == module.__name__
-    ]
+    ] + [Vocabulary]
     assert len(classes) > 30 and {cls.__name__ for cls in classes} <= set(schema["$defs"])
     for cls in classes:
         definition = schema["$defs"][cls.__name__]
@@ -83,33 +86,21 @@ def test_the_schema_closes_every_object_and_knows_every_result_class():
         assert definition["required"] == [field.name for field in dataclasses.fields(cls)]
 
 
-def _field_names(cls) -> list[str]:
-    return [field.name for field in dataclasses.fields(cls)]
+def test_result_blocks_are_the_methods_records_and_configs():
+    """One definition per concept: the result file holds the methods' own configs and records."""
+    import typing
 
+    from benchmark.data import Vocabulary
+    from benchmark.faithfulness import FaithfulnessCurve
+    from benchmark.models import ModelRecord
+    from benchmark.records import Models, Result
+    from benchmark.settings import ScoreSettings
 
-def test_result_blocks_mirror_the_methods_records_and_configs():
-    from benchmark.circuit import GROUPS
-    from benchmark.cmap import CMAPConfig
-    from benchmark.data import DCM_DESIDERATA, Vocabulary
-    from benchmark.dcm.masking import DCMConfig
-    from benchmark.faithfulness import FaithfulnessConfig
-    from benchmark.models import AdapterRecord, HeadShape, ModelRecord
-    from benchmark.path_patching.discovery import DiscoveryConfig
-
-    mirrors = {
-        prov.Model: ModelRecord,
-        prov.Adapter: AdapterRecord,
-        prov.HeadShape: HeadShape,
-        prov.DiscoverySettings: DiscoveryConfig,
-        prov.FaithfulnessSettings: FaithfulnessConfig,
-        prov.DCMSettings: DCMConfig,
-        prov.CMAPSettings: CMAPConfig,
-        prov.Vocabulary: Vocabulary,
-    }
-    for ours, theirs in mirrors.items():
-        assert _field_names(ours) == _field_names(theirs), (
-            f"{ours.__name__} no longer mirrors {theirs.__name__}"
-        )
+    hints = typing.get_type_hints(Result)
+    assert hints["settings"] is ScoreSettings and hints["vocabulary"] is Vocabulary
+    assert typing.get_type_hints(Models)["base"] is ModelRecord
+    curve_points = typing.get_type_hints(FaithfulnessCurve)["points"]
+    assert typing.get_args(curve_points)[0] is typing.get_type_hints(records.Curve)["points"].__args__[0]
     assert tuple(group.value for group in GROUPS) == kinds.GROUP_NAMES
     assert tuple(d.value for d in DCM_DESIDERATA) == kinds.DESIDERATUM_NAMES
 
@@ -203,7 +194,7 @@ def _result_on_reduced_words(result: Result) -> Result:
         name, seed = dataset.split_id.split("/")[2], int(dataset.split_id.split("/")[3][4:])
         split = generate_split(3, name, dataset.n_rows, seed, objects, labels)
         datasets.append(dataclasses.replace(dataset, split_id=split.split_id, sha256=split.sha256))
-    vocabulary = prov.Vocabulary(objects, labels, OBJECTS[:5], LABELS[:2])
+    vocabulary = Vocabulary(objects, labels, OBJECTS[:5], LABELS[:2])
     return dataclasses.replace(result, datasets=tuple(datasets), vocabulary=vocabulary)
 
 
@@ -307,7 +298,7 @@ def test_cli_validate_prints_every_problem_and_sets_the_exit_code(result, plain,
 
 
 def test_schema_file_lives_in_the_package():
-    assert Path(fmt.__file__).with_name("schema-v1.json") == SCHEMA_PATH
+    assert Path(schema_module.__file__).with_name("schema-v1.json") == SCHEMA_PATH
 
 
 def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):

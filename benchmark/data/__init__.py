@@ -1,68 +1,22 @@
-"""Prompts, splits, counterfactual pairs and token positions of the boxes task (no model code)."""
+"""Prompts, splits, counterfactual pairs and token positions of the boxes task (no model code).
 
-from benchmark.data.boxes import (
-    DEFAULT_BOXES,
-    SPLITS,
-    SUPPORTED_BOXES,
-    TASK_VERSION,
-    Context,
-    DatasetError,
-    Example,
-    Split,
-    generate_split,
-    read_jsonl,
-    reference_prompts,
-    render,
-)
-from benchmark.data.counterfactuals import (
-    DCM_DESIDERATA,
-    CounterfactualPair,
-    Desideratum,
-    build_pairs,
-)
-from benchmark.data.tokenization import (
-    EncodedPairs,
-    EncodedPrompts,
-    TokenizerError,
-    TokenPositions,
-    Vocabulary,
-    answer_token_id,
-    check_vocabulary,
-    encode_examples,
-    encode_pairs,
-    encode_prompts,
-    find_positions,
-)
-from benchmark.data.words import LABELS, OBJECTS
+Names load from their submodules on first use (`benchmark.lazy`), so the torch-free parts (words,
+splits, counterfactual kinds) import without torch.
+"""
 
-__all__ = [
-    "DCM_DESIDERATA",
-    "DEFAULT_BOXES",
-    "LABELS",
-    "OBJECTS",
-    "SPLITS",
-    "SUPPORTED_BOXES",
-    "TASK_VERSION",
-    "Context",
-    "CounterfactualPair",
-    "DatasetError",
-    "Desideratum",
-    "EncodedPairs",
-    "EncodedPrompts",
-    "Example",
-    "Split",
-    "TokenPositions",
-    "TokenizerError",
-    "Vocabulary",
-    "answer_token_id",
-    "build_pairs",
-    "check_vocabulary",
-    "encode_examples",
-    "encode_pairs",
-    "find_positions",
-    "generate_split",
-    "read_jsonl",
-    "reference_prompts",
-    "encode_prompts",
-    "render",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "boxes": (
+        "DEFAULT_BOXES", "SPLITS", "SUPPORTED_BOXES", "TASK_VERSION", "Context", "DatasetError", "Example",
+        "Split", "generate_split", "read_jsonl", "reference_prompts", "render",
+    ),
+    "counterfactuals": ("DCM_DESIDERATA", "CounterfactualPair", "Desideratum", "build_pairs"),
+    "tokenization": (
+        "EncodedPairs", "EncodedPrompts", "TokenizerError", "TokenPositions", "answer_token_id",
+        "check_vocabulary", "encode_examples", "encode_pairs", "encode_prompts", "find_positions",
+    ),
+    "words": ("LABELS", "OBJECTS", "Vocabulary"),
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from benchmark.data.words import LABELS, OBJECTS
+from benchmark.errors import BenchmarkError
 
 TASK_VERSION = "boxes-v1"
 SUPPORTED_BOXES: tuple[int, ...] = (3, 5, 7)
@@ -26,7 +27,7 @@ _SPLIT_BUCKETS = {"train": range(0, 6), "validation": range(6, 8), "test": range
 _MAX_DRAWS_PER_CONTEXT = 1000
 
 
-class DatasetError(ValueError):
+class DatasetError(BenchmarkError, ValueError):
     """Bad input to the data layer (unknown box count, unknown split, too few words...)."""
 
 

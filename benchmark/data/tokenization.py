@@ -14,20 +14,11 @@ import torch
 
 from benchmark.data.boxes import LABELS, OBJECTS, DatasetError, Example, check_words
 from benchmark.data.counterfactuals import CounterfactualPair
+from benchmark.data.words import Vocabulary
 
 
 class TokenizerError(DatasetError):
     """The tokenizer cannot serve the task as is (too few single-token words, unequal prompt lengths)."""
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The words kept for one tokenizer, and the ones removed because they are not single tokens."""
-
-    objects: tuple[str, ...]
-    labels: tuple[str, ...]
-    removed_objects: tuple[str, ...]
-    removed_labels: tuple[str, ...]
 
 
 def _encode(tokenizer, text: str) -> list[int]:

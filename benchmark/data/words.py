@@ -6,6 +6,7 @@ word against the tokenizer in use and records what it removes.
 """
 
 import string
+from dataclasses import dataclass
 
 OBJECTS: tuple[str, ...] = (
     "apple",
@@ -111,3 +112,14 @@ OBJECTS: tuple[str, ...] = (
 )
 
 LABELS: tuple[str, ...] = tuple(string.ascii_uppercase)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words kept for one tokenizer (every split is generated from them), and those removed because
+    they are not single tokens in their prompt context (`tokenization.check_vocabulary`)."""
+
+    objects: tuple[str, ...]
+    labels: tuple[str, ...]
+    removed_objects: tuple[str, ...]
+    removed_labels: tuple[str, ...]

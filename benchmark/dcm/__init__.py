@@ -14,11 +14,9 @@ from benchmark.dcm.masking import (
     train_mask,
 )
 from benchmark.dcm.overlap import (
-    DCMOverlap,
     DCMRun,
     build_dcm_data,
     dcm_overlap,
-    head_iou,
     resolve_groups,
     run_dcm,
     transfer_accuracies,
@@ -28,7 +26,6 @@ __all__ = [
     "Checkpoint",
     "DCMConfig",
     "DCMData",
-    "DCMOverlap",
     "DCMResult",
     "DCMRun",
     "EmptyGroupError",
@@ -37,7 +34,6 @@ __all__ = [
     "dcm_data",
     "dcm_overlap",
     "group_heads",
-    "head_iou",
     "patch_accuracy",
     "resolve_groups",
     "run_dcm",

@@ -12,7 +12,7 @@ and the first checkpoint with the highest validation accuracy wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import forward_last, model_device, score_accuracy
-from benchmark.circuit import GROUP_SITE, Circuit, Group, Head, group_positions
+from benchmark.circuit import GROUP_SITE, Circuit, Group, Head
+from benchmark.circuit_run import group_positions
 from benchmark.data import (
     Desideratum,
     EncodedPairs,
@@ -31,44 +32,16 @@ from benchmark.data import (
     encode_pairs,
     generate_split,
 )
+from benchmark.errors import BenchmarkError
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.hooks import edit_head_outputs
 from benchmark.models import ArchitectureAdapter
+from benchmark.records import DCMMask
+from benchmark.settings import DCMConfig
 
 
-class EmptyGroupError(ValueError):
+class EmptyGroupError(BenchmarkError, ValueError):
     """A group to mask or patch has no heads."""
-
-
-@dataclass(frozen=True)
-class DCMConfig:
-    """Settings of DCM; the defaults are SPEC v1's (1000 / 500 / 500 pairs, lambda 0.01, Adam 0.1)."""
-
-    sparsity: float = 0.01  # lambda of the L1 term lambda * sum(1 - m)
-    learning_rate: float = 0.1
-    batch_size: int = 32
-    epochs: int = 2
-    n_train: int = 1000
-    n_validation: int = 500
-    n_test: int = 500
-    seed: int = 0  # shuffling of the training pairs
-    data_seed: int = 0  # splits and counterfactual pairs
-    n_boxes: int = 7
-    mask_init: float = 1.0  # every head starts clean: the L1 term is 0 and only useful heads move
-    eval_every: int | None = None  # validate every N steps; None: after each epoch
-    eval_batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        counts = {**self.sizes(), "batch_size": self.batch_size, "epochs": self.epochs}
-        counts["eval_batch_size"] = self.eval_batch_size
-        bad = {name: value for name, value in counts.items() if value < 1}
-        if bad:
-            raise ValueError(f"DCMConfig: these must be at least 1: {bad}")
-        if not 0.0 <= self.mask_init <= 1.0:
-            raise ValueError(f"DCMConfig: mask_init must lie in [0, 1], got {self.mask_init}")
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
 
 
 @dataclass(frozen=True)
@@ -107,6 +80,19 @@ class DCMResult:
     n_test: int
     seed: int
 
+    def record(self) -> DCMMask:
+        mask = tuple(float(value) for value in self.mask)
+        return DCMMask(
+            self.group,
+            self.desideratum,
+            self.group_heads,
+            mask,
+            self.heads,
+            self.validation_accuracy,
+            self.test_accuracy,
+            self.n_test,
+        )
+
 
 def dcm_splits(vocabulary: Vocabulary, config: DCMConfig = DCMConfig()) -> dict[str, Split]:
     """The train / validation / test splits DCM draws its clean prompts from (also recorded in results)."""
@@ -118,9 +104,16 @@ def dcm_splits(vocabulary: Vocabulary, config: DCMConfig = DCMConfig()) -> dict[
     }
 
 
-def dcm_data(tokenizer, desideratum: Desideratum, config: DCMConfig = DCMConfig()) -> DCMData:
-    """Build and encode the three DCM splits of `desideratum` from the words the tokenizer keeps."""
-    splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
+def dcm_data(
+    tokenizer,
+    desideratum: Desideratum,
+    config: DCMConfig = DCMConfig(),
+    splits: Mapping[str, Split] | None = None,
+) -> DCMData:
+    """Encode the three DCM splits of `desideratum` (default: `dcm_splits` of the words the tokenizer
+    keeps; a scoring run passes the splits it already built and records)."""
+    if splits is None:
+        splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
     sizes = config.sizes()
     parts = {
         name: encode_pairs(tokenizer, build_pairs(split, desideratum, config.data_seed)[: sizes[name]])

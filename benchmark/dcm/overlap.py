@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from benchmark.circuit import GROUPS, Circuit, Group, Head
-from benchmark.data import DCM_DESIDERATA, Desideratum
+from benchmark.circuit import GROUPS, Circuit, Group, head_iou
+from benchmark.data import DCM_DESIDERATA, Desideratum, Split
 from benchmark.dcm.masking import (
     DCMConfig,
     DCMData,
@@ -23,6 +23,7 @@ from benchmark.dcm.masking import (
     train_mask,
 )
 from benchmark.models import ArchitectureAdapter
+from benchmark.records import DCMMask, DCMOverlap
 
 Key = tuple[Group, Desideratum]
 
@@ -46,6 +47,10 @@ class DCMRun:
         """The (group, desideratum) of every result, in order."""
         return tuple((r.group, r.desideratum) for r in self.results)
 
+    def masks(self) -> tuple[DCMMask, ...]:
+        """Every result as the result file records it."""
+        return tuple(result.record() for result in self.results)
+
 
 def resolve_groups(circuit: Circuit, groups: Sequence[Group | str] | None) -> tuple[tuple[Group, ...], tuple]:
     """(groups to run, groups skipped): named groups must have heads; by default every group that has."""
@@ -62,11 +67,14 @@ def resolve_groups(circuit: Circuit, groups: Sequence[Group | str] | None) -> tu
 
 
 def build_dcm_data(
-    tokenizer, config: DCMConfig | None = None, desiderata: Sequence[Desideratum] = DCM_DESIDERATA
+    tokenizer,
+    config: DCMConfig | None = None,
+    desiderata: Sequence[Desideratum] = DCM_DESIDERATA,
+    splits: Mapping[str, Split] | None = None,
 ) -> dict[Desideratum, DCMData]:
-    """The DCM splits of each desideratum; a base and a fine-tuned model share them (same tokenizer)."""
+    """The DCM pairs of each desideratum; a base and a fine-tuned model share them (same tokenizer)."""
     config = config or DCMConfig()
-    return {Desideratum(d): dcm_data(tokenizer, Desideratum(d), config) for d in desiderata}
+    return {Desideratum(d): dcm_data(tokenizer, Desideratum(d), config, splits) for d in desiderata}
 
 
 def run_dcm(
@@ -101,25 +109,6 @@ def transfer_accuracies(
     return accuracies
 
 
-def head_iou(a: Sequence[Head], b: Sequence[Head]) -> float:
-    """|a & b| / |a | b|; two empty sets agree completely (1.0), so means over groups stay defined."""
-    a, b = set(a), set(b)
-    return len(a & b) / len(a | b) if a | b else 1.0
-
-
-@dataclass(frozen=True)
-class DCMOverlap:
-    """Base vs fine-tuned DCM heads of one (group, desideratum), and the base heads' accuracy in each."""
-
-    group: Group
-    desideratum: Desideratum
-    base_heads: tuple[Head, ...]
-    finetuned_heads: tuple[Head, ...]
-    iou: float
-    base_heads_in_base: float  # the base result's test accuracy
-    base_heads_in_finetuned: float | None  # None when not measured
-
-
 def dcm_overlap(
     base: DCMRun, finetuned: DCMRun, base_heads_in_finetuned: Mapping[Key, float] | None = None
 ) -> tuple[DCMOverlap, ...]:
@@ -134,8 +123,6 @@ def dcm_overlap(
             DCMOverlap(
                 group=group,
                 desideratum=desideratum,
-                base_heads=a.heads,
-                finetuned_heads=b.heads,
                 iou=head_iou(a.heads, b.heads),
                 base_heads_in_base=a.test_accuracy,
                 base_heads_in_finetuned=transfer.get((group, desideratum)),

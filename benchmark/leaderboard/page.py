@@ -13,8 +13,8 @@ from html import escape
 
 from benchmark.leaderboard.svg import Series, curves, heatmap
 from benchmark.leaderboard.table import COLUMNS, MISSING, Entry, model_label
+from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_NAMES
-from benchmark.submission.result import Result
 
 TITLE = "entity-tracking-bench leaderboard"
 SIDES = (("base", "base"), ("finetuned", "fine-tuned"))  # (result field, display name)

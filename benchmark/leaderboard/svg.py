@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from benchmark.submission.result import Curve, StageEffects
+from benchmark.records import Curve, DiscoveryStage
 
 HEATMAP_WIDTH = 192  # pixels for the head axis, at most
 HEATMAP_MIN_SVG_WIDTH = 240
@@ -38,7 +38,7 @@ def _svg(width: int, height: int, label: str, body: Sequence[str]) -> str:
     return "\n".join([head, *body, "</svg>"])
 
 
-def heatmap(stage: StageEffects, title: str) -> str:
+def heatmap(stage: DiscoveryStage, title: str) -> str:
     """One stage's mean effects as a [layer x head] grid (layer 0 at the bottom), selected heads outlined."""
     if stage.mean is None:
         reason = escape(stage.skipped_because or "stage skipped")

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.models.identity import ModelRecord
+from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_NAMES
-from benchmark.submission.provenance import Model
-from benchmark.submission.result import Result
 
 MISSING = "–"  # how an absent number shows in Markdown and on the page
 DUPLICATE = "duplicate"
@@ -68,7 +68,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def model_label(model: Model) -> str:
+def model_label(model: ModelRecord) -> str:
     """`id@revision`, then the GGUF file and the merged adapters' folder names when there are any."""
     label = model.id + (f"@{model.revision}" if model.revision else "")
     if model.gguf_file:

@@ -14,8 +14,11 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from benchmark.errors import BenchmarkError
+from benchmark.models.identity import HeadShape
 
-class UnsupportedArchitectureError(ValueError):
+
+class UnsupportedArchitectureError(BenchmarkError, ValueError):
     """The model's `model_type` has no entry in `ARCHITECTURES`."""
 
 
@@ -80,25 +83,6 @@ def _get(root: nn.Module, path: str) -> nn.Module:
     for name in path.split("."):
         module = getattr(module, name)
     return module
-
-
-@dataclass(frozen=True)
-class HeadShape:
-    """The head geometry of a model, read from its config."""
-
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-
-    @property
-    def n_components(self) -> int:
-        return self.n_layers * self.n_heads
-
-    @property
-    def group_size(self) -> int:
-        """Query heads per key-value group (1 without grouped-query attention)."""
-        return self.n_heads // self.n_kv_heads
 
 
 def head_shape(config) -> HeadShape:

@@ -1,7 +1,7 @@
 """What was loaded, exactly: SHA-256 of weight files, adapters and vocabulary, in a JSON-ready record.
 
 lm-eval leaves the model hash empty for local and offline models; a result of the suite must name the
-bytes it measured (SPEC section 8), so every loaded model carries a `ModelRecord`.
+bytes it measured, so every loaded model carries a `ModelRecord` (`benchmark.models.identity`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.models.adapter import HeadShape
+from benchmark.models.identity import AdapterRecord
 
 CHUNK_BYTES = 8 * 1024 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024  # show a progress bar above this much to hash
@@ -70,16 +69,6 @@ def vocab_sha256(vocab: dict[str, int]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class AdapterRecord:
-    """One PEFT adapter of the chain: where it came from and the hashes of its weights and settings."""
-
-    path: str
-    weights_sha256: str
-    config_sha256: str  # adapter_config.json without machine-specific keys (base model path, revision)
-    peft_type: str
-
-
 def adapter_record(directory: Path) -> AdapterRecord:
     """Hash an adapter directory written by PEFT's `save_pretrained`."""
     config = json.loads((directory / "adapter_config.json").read_text())
@@ -92,43 +81,3 @@ def adapter_record(directory: Path) -> AdapterRecord:
         config_sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         peft_type=str(config.get("peft_type", "")),
     )
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """Identity of one loaded model for a result: source, revision, bytes, geometry and tokenizer."""
-
-    id: str
-    revision: str | None
-    gguf_file: str | None
-    adapters: tuple[AdapterRecord, ...]
-    dtype: str
-    model_type: str
-    architecture: str | None
-    head_shape: HeadShape
-    tokenizer_class: str
-    vocab_size: int
-    vocab_sha256: str
-    config_sha256: str | None  # config.json's bytes; None for GGUF (its config lives in the hashed file)
-    weight_files: tuple[str, ...]
-    weights_sha256: str
-    trust_remote_code: bool = False
-
-    def to_dict(self) -> dict:
-        """Plain JSON types only (nested dicts and lists)."""
-        record = asdict(self)
-        record["adapters"] = [dict(adapter) for adapter in record["adapters"]]
-        record["weight_files"] = list(self.weight_files)
-        return record
-
-    @classmethod
-    def from_dict(cls, record: dict) -> ModelRecord:
-        """Inverse of `to_dict`, for reading a stored result."""
-        return cls(
-            **{
-                **record,
-                "adapters": tuple(AdapterRecord(**adapter) for adapter in record["adapters"]),
-                "head_shape": HeadShape(**record["head_shape"]),
-                "weight_files": tuple(record["weight_files"]),
-            }
-        )

@@ -24,8 +24,10 @@ from transformers import (
 from transformers.utils import cached_file
 
 from benchmark.builtin import BuiltinModelError, is_builtin, resolve_builtin_model
+from benchmark.errors import BenchmarkError
 from benchmark.models.adapter import UnsupportedArchitectureError, architecture_spec, head_shape
-from benchmark.models.fingerprint import ModelRecord, adapter_record, sha256_files, vocab_sha256, weight_files
+from benchmark.models.fingerprint import adapter_record, sha256_files, vocab_sha256, weight_files
+from benchmark.models.identity import ModelRecord
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -42,7 +44,7 @@ _DTYPE_ALIASES = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BenchmarkError, RuntimeError):
     """A model, adapter or tokenizer cannot be loaded; the message says what to do."""
 
 

@@ -15,8 +15,10 @@ from typing import Literal
 import torch
 from transformers import PretrainedConfig
 
-from benchmark.models.adapter import HeadShape, head_shape
+from benchmark.errors import BenchmarkError
+from benchmark.models.adapter import head_shape
 from benchmark.models.fingerprint import vocab_sha256
+from benchmark.models.identity import HeadShape
 from benchmark.models.loading import (
     LoadedModel,
     ModelSpec,
@@ -31,7 +33,7 @@ Which = Literal["base", "finetuned"]
 N_EXAMPLES = 5
 
 
-class PairMismatchError(ValueError):
+class PairMismatchError(BenchmarkError, ValueError):
     """The two models of a pair differ in something the suite needs to be identical."""
 
 

@@ -6,35 +6,20 @@ chain: later stages are skipped (recorded) rather than run against nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import answer_probabilities
-from benchmark.circuit import GROUPS, Circuit, Group, Head, circuit_intervention
+from benchmark.circuit import GROUPS, Circuit, Group, Head
+from benchmark.circuit_run import circuit_intervention
 from benchmark.data import EncodedPairs, EncodedPrompts
+from benchmark.kinds import defined
 from benchmark.models import ArchitectureAdapter
 from benchmark.path_patching.sweep import STAGES, StageEffects, sweep_stage
-
-
-@dataclass(frozen=True)
-class DiscoveryConfig:
-    """Settings of circuit discovery; the defaults are SPEC v1's."""
-
-    n_prompts: int = 300  # path-patching prompts
-    n_minimality_prompts: int = 100
-    effect_threshold: float = -0.01  # a head's mean effect must be at most this
-    z_score: float = 2.58  # ... and significant: mean + z * standard error < 0
-    max_group_fraction: float = 0.15  # at most this share of all heads per group
-    minimality_tolerance: float = 0.01  # drop a head whose removal changes the metric by less (relative)
-    seed: int = 0
-    rows_per_pass: int = 64  # (prompt, sender) rows per forward pass
-    batch_size: int = 32
-
-    def max_heads(self, n_components: int) -> int:
-        return max(1, math.floor(self.max_group_fraction * n_components))
+from benchmark.records import Discovery, DiscoveryStage
+from benchmark.settings import DiscoveryConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +30,13 @@ class StageResult:
     effects: StageEffects | None  # None when the stage was skipped
     selected: tuple[Head, ...]
     skipped_because: str | None = None
+
+    def record(self) -> DiscoveryStage:
+        """Effects as [layer][head] lists; a standard error that is undefined (one prompt) is written 0."""
+        effects = self.effects
+        mean = None if effects is None else effects.mean.tolist()
+        stderr = None if effects is None else effects.stderr.nan_to_num(0.0).tolist()
+        return DiscoveryStage(self.group, mean, stderr, self.selected, self.skipped_because)
 
 
 @dataclass(frozen=True)
@@ -57,6 +49,12 @@ class DiscoveryResult:
     circuit: Circuit
     pruned: dict[Group, tuple[Head, ...]] = field(default_factory=dict)
     minimality_metric: float = float("nan")  # mean p(answer) of the pruned circuit's run
+
+    def record(self) -> Discovery:
+        groups = {group: self.circuit.heads(group) for group in GROUPS}
+        selected = {group: self.selected.heads(group) for group in GROUPS}
+        stages = tuple(stage.record() for stage in self.stages)
+        return Discovery(groups, selected, stages, defined(self.minimality_metric))
 
 
 def select_heads(effects: StageEffects, config: DiscoveryConfig) -> tuple[Head, ...]:

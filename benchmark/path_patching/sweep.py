@@ -26,7 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import answer_probability, model_device
-from benchmark.circuit import GROUP_SITE, Group, Head, Site, site_positions
+from benchmark.circuit import GROUP_SITE, Group, Head, Site
+from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.head_cache import capture_heads
 from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv

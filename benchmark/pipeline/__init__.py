@@ -1,14 +1,15 @@
-"""The stages of `etbench score`, the run-directory cache that lets a run resume, and the presets."""
+"""`etbench score`: the declared stages, the runner that caches them in a run directory, result assembly.
 
-from benchmark.pipeline.run import InvalidResultError, Scored, score_pair, summary
-from benchmark.pipeline.settings import PRESETS, ScoreSettings, preset_settings
+Names load from their submodules on first use (`benchmark.lazy`).
+"""
 
-__all__ = [
-    "PRESETS",
-    "InvalidResultError",
-    "ScoreSettings",
-    "Scored",
-    "preset_settings",
-    "score_pair",
-    "summary",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "run": ("InvalidResultError", "Scored", "score_pair"),
+    "pair": ("Pair", "Side"),
+    "score": ("PairOutputs", "ScoreRun", "default_run_dir"),
+    "stages": ("SPLITS", "STAGES", "ScoreStage"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

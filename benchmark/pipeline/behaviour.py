@@ -6,21 +6,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
-import benchmark
 from benchmark.accuracy import AccuracyResult, score_accuracy
 from benchmark.data import Split, encode_examples
+from benchmark.kinds import defined
 from benchmark.models import LoadedModel
 from benchmark.models.loading import resolve_source
+from benchmark.records import Accuracy
+from benchmark.tasks import TASKS_DIR, task_names
 
-TASKS_DIR = Path(benchmark.__file__).resolve().parents[1] / "tasks"
-TASK_NAMES = {3: "entity_tracking_3", 5: "entity_tracking_5", 7: "entity_tracking"}
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Behaviour:
+class BehaviourRun:
     """Accuracy of one model on the test split: lm-eval's `acc` and the suite's breakdown of it."""
 
     lm_eval_accuracy: float
@@ -32,6 +31,11 @@ class Behaviour:
     def agree(self) -> bool:
         return abs(self.lm_eval_accuracy - self.suite.accuracy) < 1e-9
 
+    def record(self) -> Accuracy:
+        """lm-eval's accuracy (the number reported) with the suite's per-position breakdown."""
+        per_position = tuple(defined(a) for a in self.suite.per_position)
+        return Accuracy(self.lm_eval_accuracy, self.suite.n, per_position, self.suite.n_per_position)
+
 
 def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tuple[float, str]:
     """lm-eval's `acc` of the loaded model on the task that regenerates `split` (same words, seed, size)."""
@@ -39,9 +43,7 @@ def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tupl
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if not TASKS_DIR.is_dir():
-        raise FileNotFoundError(f"lm-eval tasks not found at {TASKS_DIR}: run from a checkout of the suite")
-    task = TASK_NAMES[split.n_boxes]
+    task = task_names()[split.n_boxes]
     source = resolve_source(loaded.spec)
     metadata = {"pretrained": source.location, "n_prompts": len(split.examples), "seed": split.seed}
     if source.gguf_file:
@@ -52,11 +54,11 @@ def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tupl
     return float(output["results"][task]["acc,none"]), task
 
 
-def measure_behaviour(loaded: LoadedModel, split: Split, batch_size: int) -> Behaviour:
+def measure_behaviour(loaded: LoadedModel, split: Split, batch_size: int) -> BehaviourRun:
     """Score the model through lm-eval and through the suite; warn loudly if they ever disagree."""
     accuracy, task = lm_eval_accuracy(loaded, split, batch_size)
     suite = score_accuracy(loaded.model, encode_examples(loaded.tokenizer, split.examples), batch_size)
-    behaviour = Behaviour(accuracy, suite, task, version("lm_eval"))
+    behaviour = BehaviourRun(accuracy, suite, task, version("lm_eval"))
     if not behaviour.agree:
         logger.warning("lm-eval accuracy %.6f differs from the suite's %.6f", accuracy, suite.accuracy)
     return behaviour

@@ -8,10 +8,8 @@ from contextlib import contextmanager
 
 import torch
 
-from benchmark.models import LoadedModel, ModelPair
-from benchmark.models.adapter import ArchitectureAdapter
-
-WHICH = ("base", "finetuned")
+from benchmark.models import ModelPair, ModelUnderStudy
+from benchmark.pipeline.pair import Side
 
 
 class OneModelAtATime:
@@ -19,30 +17,29 @@ class OneModelAtATime:
 
     def __init__(self, pair: ModelPair, progress: bool | None = None):
         self.pair, self.progress = pair, progress
-        self._which: str | None = None
-        self._loaded: LoadedModel | None = None
-        self._adapter: ArchitectureAdapter | None = None
-        self.loads: list[str] = []  # which model each load was, in order (for tests and timing notes)
+        self._side: Side | None = None
+        self._study: ModelUnderStudy | None = None
+        self.loads: list[Side] = []  # which model each load was, in order (for tests and timing notes)
 
-    def get(self, which: str) -> tuple[LoadedModel, ArchitectureAdapter]:
-        """The loaded `which` model and its adapter, loading it (and releasing the other) if needed."""
-        if which not in WHICH:
-            raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-        if self._which != which:
+    def get(self, side: Side) -> ModelUnderStudy:
+        """The loaded `side` model, loading it (and releasing the other) if needed."""
+        side = Side(side)
+        if self._side is not side:
             self.release()
-            self._loaded = self.pair.load(which, self.progress)
-            self._adapter, self._which = ArchitectureAdapter(self._loaded.model), which
-            self.loads.append(which)
-        return self._loaded, self._adapter
+            self._study = ModelUnderStudy.of(self.pair.load(side.value, self.progress))
+            self._side = side
+            self.loads.append(side)
+        return self._study
 
     @contextmanager
-    def use(self, which: str) -> Iterator[LoadedModel]:
-        """`get` as a context manager (for `run_cmap`'s loaders); the model stays loaded afterwards."""
-        yield self.get(which)[0]
+    def use(self, side: Side) -> Iterator:
+        """`get` as a context manager yielding the `LoadedModel` (for `run_cmap`'s loaders); the model
+        stays loaded afterwards."""
+        yield self.get(side).loaded
 
     def release(self) -> None:
         """Drop the loaded model and free its memory (also on the GPU)."""
-        self._loaded = self._adapter = self._which = None
+        self._study = self._side = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

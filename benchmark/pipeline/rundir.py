@@ -60,13 +60,15 @@ class RunDirectory:
         torch.save(record, temporary)
         os.replace(temporary, path)
 
-    def run(self, name: str, key: str, compute: Callable[[], Any], clock: Callable[[], float]) -> StageRecord:
-        """The stored record if still valid, else compute it, store it and return it."""
+    def run(
+        self, name: str, key: str, compute: Callable[[], Any], clock: Callable[[], float]
+    ) -> tuple[StageRecord, bool]:
+        """(the stored record, True) if still valid, else compute it, store it: (record, False)."""
         cached = self.load(name, key)
         if cached is not None:
-            return cached
+            return cached, True
         start = clock()
         output = compute()
         record = StageRecord(key, output, clock() - start)
         self.save(name, record)
-        return record
+        return record, False

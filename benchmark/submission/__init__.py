@@ -3,6 +3,7 @@
 Importing this package is cheap (no torch); validating dataset hashes imports `benchmark.data` on first use.
 """
 
+from benchmark.records import Result
 from benchmark.submission.checks import Problem
 from benchmark.submission.codec import FormatError, from_json, from_plain, to_json, to_plain
 from benchmark.submission.files import SubmissionError, Submitted, canonical_name, submit
@@ -13,7 +14,6 @@ from benchmark.submission.kinds import (
     SCHEMA_VERSION,
     SUITE_NAME,
 )
-from benchmark.submission.result import Result
 from benchmark.submission.schema import SCHEMA_PATH, result_schema, schema_text, write_schema
 from benchmark.submission.validate import Checked, check, validate
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from benchmark.data.words import Vocabulary
+from benchmark.kinds import Marker
+from benchmark.models.identity import ModelRecord
+from benchmark.records import Accuracy, DatasetSplit, Result
 from benchmark.submission.codec import walk
-from benchmark.submission.hints import Marker, node_of
+from benchmark.submission.hints import node_of
 from benchmark.submission.kinds import GROUP_NAMES
-from benchmark.submission.provenance import DatasetSplit, Model, Vocabulary
-from benchmark.submission.result import Accuracy, Result
 
 if TYPE_CHECKING:
     from benchmark.data import Split
@@ -55,7 +57,7 @@ def check_shapes(result: Result) -> Iterator[Problem]:
         yield Problem("$.circuits.kv_group_size", f"is {circuits.kv_group_size}, the model's is {expected}")
 
 
-def _name_fields(model: Model, path: str) -> Iterator[tuple[str, str | None]]:
+def _name_fields(model: ModelRecord, path: str) -> Iterator[tuple[str, str | None]]:
     yield f"{path}.id", model.id
     yield f"{path}.revision", model.revision
     yield f"{path}.gguf_file", model.gguf_file

@@ -12,12 +12,13 @@ import math
 from collections.abc import Iterator
 from typing import TypeVar
 
+from benchmark.errors import BenchmarkError
 from benchmark.submission.hints import SCALARS, Kind, Node, node_of, record_fields
 
 T = TypeVar("T")
 
 
-class FormatError(ValueError):
+class FormatError(BenchmarkError, ValueError):
     """A plain value does not fit the result dataclasses (with the JSON path of the first misfit)."""
 
 
@@ -42,7 +43,7 @@ def to_json(value: object) -> str:
 def from_json(text: str, cls: type[T] | None = None) -> T:
     """Parse canonical (or any) JSON text into `cls` (default: `Result`); no meaning checks (see validate)."""
     if cls is None:
-        from benchmark.submission.result import Result
+        from benchmark.records import Result
 
         cls = Result
     return from_plain(cls, json.loads(text))
@@ -78,7 +79,7 @@ def _decode(node: Node, data: object, path: str) -> object:
     if node.kind is Kind.LITERAL:
         if data not in node.values or type(data) not in SCALARS:
             raise _fail(path, f"one of {list(node.values)}", data)
-        return data
+        return node.values[node.values.index(data)]  # the literal itself (an enum member stays one)
     if node.kind in (Kind.ARRAY, Kind.TUPLE):
         return _decode_sequence(node, data, path)
     if not isinstance(data, dict):

@@ -7,17 +7,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.errors import BenchmarkError
+from benchmark.models.identity import ModelRecord
+from benchmark.records import Result
 from benchmark.submission.checks import Problem
 from benchmark.submission.codec import to_json
-from benchmark.submission.provenance import Model
-from benchmark.submission.result import Result
 from benchmark.submission.validate import check
 
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _MAX_SLUG = 60
 
 
-class SubmissionError(ValueError):
+class SubmissionError(BenchmarkError, ValueError):
     """A result that cannot be submitted, with every problem found."""
 
     def __init__(self, source: Path, problems: tuple[Problem, ...]) -> None:
@@ -32,7 +33,7 @@ def slug(text: str) -> str:
     return cleaned or "model"
 
 
-def model_slug(model: Model) -> str:
+def model_slug(model: ModelRecord) -> str:
     """A model's id, GGUF file and last adapter as one safe slug."""
     parts = [model.id.rsplit("/", 1)[-1] if "/" in model.id else model.id]
     if model.gguf_file:

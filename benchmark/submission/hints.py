@@ -16,28 +16,6 @@ from functools import cache
 SCALARS: tuple[type, ...] = (bool, int, float, str)
 
 
-@dataclass(frozen=True)
-class Bounds:
-    """`Annotated` metadata: a number's inclusive range (None: unbounded on that side)."""
-
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """`Annotated` metadata: a string must match this regular expression."""
-
-    regex: str
-
-
-class Marker(StrEnum):
-    """`Annotated` metadata naming what a value is, for the meaning checks."""
-
-    HEAD = "head"  # a [layer, head] pair, inside the model's shape
-    LAYER_HEAD_MATRIX = "layer_head_matrix"  # nested lists [layer][head]
-
-
 class Kind(StrEnum):
     """The shapes a type hint can take in a result file."""
 
@@ -78,6 +56,8 @@ def node_of(hint: object) -> Node:
         return Node(Kind.SCALAR, python=hint)
     if origin is typing.Literal:
         return Node(Kind.LITERAL, values=tuple(args))
+    if isinstance(hint, type) and issubclass(hint, StrEnum):  # written as its members' values
+        return Node(Kind.LITERAL, values=tuple(hint))
     if origin in (types.UnionType, typing.Union):
         present = [arg for arg in args if arg is not type(None)]
         if len(present) != 1 or len(args) != 2:

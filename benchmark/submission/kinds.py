@@ -1,14 +1,13 @@
-"""The value kinds of a result file: versions, group and desideratum names, bounded numbers, hashes, heads.
+"""Versions of the result format and the definitions its numbers follow, and the names it keys maps by.
 
-Bounds, patterns and markers ride on `Annotated`, so the schema generator and the meaning checks read
-them from the same type hints as the codec.
+The value kinds (bounded numbers, hashes, heads) are `benchmark.kinds`; group and desideratum names are
+the values of the `Group` and `Desideratum` enums, listed here in their order for tables and checks.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from benchmark.submission.hints import Bounds, Marker, Pattern
+from benchmark.circuit import GROUPS
+from benchmark.data.counterfactuals import DCM_DESIDERATA
 
 SUITE_NAME = "entity-tracking-bench"
 SCHEMA_VERSION = "1"
@@ -16,16 +15,5 @@ METRIC_VERSION = "v1"
 KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = (SCHEMA_VERSION,)
 KNOWN_METRIC_VERSIONS: tuple[str, ...] = (METRIC_VERSION,)
 
-GroupName = Literal["value_fetcher", "position_transmitter", "position_detector", "structure_reader"]
-DesideratumName = Literal["object", "position", "label"]
-GROUP_NAMES: tuple[str, ...] = GroupName.__args__
-DESIDERATUM_NAMES: tuple[str, ...] = DesideratumName.__args__
-
-Rate = Annotated[float, Bounds(0.0, 1.0)]  # an accuracy, a share, a mask value, an IoU
-NonNegative = Annotated[float, Bounds(0.0)]  # e.g. faithfulness, a ratio that may exceed 1
-Count = Annotated[int, Bounds(0)]
-Positive = Annotated[int, Bounds(1)]
-Sha256 = Annotated[str, Pattern("^[0-9a-f]{64}$")]
-Head = Annotated[tuple[Count, Count], Marker.HEAD]  # [layer, head]
-Heads = tuple[Head, ...]
-LayerHeadMatrix = Annotated[tuple[tuple[float, ...], ...], Marker.LAYER_HEAD_MATRIX]  # [layer][head]
+GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)
+DESIDERATUM_NAMES: tuple[str, ...] = tuple(desideratum.value for desideratum in DCM_DESIDERATA)

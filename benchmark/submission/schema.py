@@ -13,9 +13,10 @@ import json
 from functools import cache
 from pathlib import Path
 
-from benchmark.submission.hints import Bounds, Kind, Marker, Node, Pattern, node_of, record_fields
+from benchmark.kinds import Bounds, Marker, Pattern
+from benchmark.records import Result
+from benchmark.submission.hints import Kind, Node, node_of, record_fields
 from benchmark.submission.kinds import SCHEMA_VERSION
-from benchmark.submission.result import Result
 
 SCHEMA_PATH = Path(__file__).with_name(f"schema-v{SCHEMA_VERSION}.json")
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"

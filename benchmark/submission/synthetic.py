@@ -10,9 +10,12 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from benchmark import records as r
+from benchmark import settings as c
+from benchmark.data.words import Vocabulary
+from benchmark.kinds import Heads
+from benchmark.models.identity import HeadShape, ModelRecord
 from benchmark.submission import kinds
-from benchmark.submission import provenance as p
-from benchmark.submission import result as r
 
 N_BOXES = 3
 
@@ -36,8 +39,8 @@ def _sha(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
-def _model(pair: SyntheticPair, model_id: str, revision: str | None) -> p.Model:
-    return p.Model(
+def _model(pair: SyntheticPair, model_id: str, revision: str | None) -> ModelRecord:
+    return ModelRecord(
         id=model_id,
         revision=revision,
         gguf_file=None,
@@ -45,7 +48,7 @@ def _model(pair: SyntheticPair, model_id: str, revision: str | None) -> p.Model:
         dtype="float32",
         model_type="llama",
         architecture="LlamaForCausalLM",
-        head_shape=p.HeadShape(pair.n_layers, pair.n_heads, pair.n_kv_heads, head_dim=8),
+        head_shape=HeadShape(pair.n_layers, pair.n_heads, pair.n_kv_heads, head_dim=8),
         tokenizer_class="PreTrainedTokenizerFast",
         vocab_size=512,
         vocab_sha256=_sha("vocab"),
@@ -56,21 +59,21 @@ def _model(pair: SyntheticPair, model_id: str, revision: str | None) -> p.Model:
     )
 
 
-def _settings() -> p.Settings:
-    return p.Settings(
+def _settings() -> c.ScoreSettings:
+    return c.ScoreSettings(
         preset="tiny",
         n_boxes=N_BOXES,
         dtype="float32",
         device_map=None,
-        behaviour=p.BehaviourSettings(n_prompts=30, seed=0),
-        discovery=p.DiscoverySettings(12, 6, -0.01, 2.58, 0.15, 0.01, 0, 64, 32),
-        faithfulness=p.FaithfulnessSettings(30, 30, 3, 0, (0.25, 0.5, 1.0), 32),
-        dcm=p.DCMSettings(0.01, 0.1, 4, 2, 12, 6, 6, 0, 0, N_BOXES, 1.0, None, 32),
-        cmap=p.CMAPSettings(30, N_BOXES, 0, 32, 0.02),
+        behaviour=c.BehaviourConfig(n_prompts=30, seed=0),
+        discovery=c.DiscoveryConfig(12, 6, -0.01, 2.58, 0.15, 0.01, 0, 64, 32),
+        faithfulness=c.FaithfulnessConfig(30, 30, 3, 0, (0.25, 0.5, 1.0), 32),
+        dcm=c.DCMConfig(0.01, 0.1, 4, 2, 12, 6, 6, 0, 0, N_BOXES, 1.0, None, 32),
+        cmap=c.CMAPConfig(30, N_BOXES, 0, 32, 0.02),
     )
 
 
-def _datasets(settings: p.Settings) -> tuple[p.DatasetSplit, ...]:
+def _datasets(settings: c.ScoreSettings) -> tuple[r.DatasetSplit, ...]:
     """Real splits of the suite's default word list, one per role."""
     from benchmark.data import generate_split
 
@@ -86,14 +89,14 @@ def _datasets(settings: p.Settings) -> tuple[p.DatasetSplit, ...]:
     datasets = []
     for role, name, size, seed in roles:
         split = generate_split(N_BOXES, name, size, seed)
-        datasets.append(p.DatasetSplit(role, split.split_id, split.sha256, len(split.examples), size))
+        datasets.append(r.DatasetSplit(role, split.split_id, split.sha256, len(split.examples), size))
     return tuple(datasets)
 
 
-def _vocabulary() -> p.Vocabulary:
+def _vocabulary() -> Vocabulary:
     from benchmark.data import LABELS, OBJECTS
 
-    return p.Vocabulary(OBJECTS, LABELS, removed_objects=(), removed_labels=())
+    return Vocabulary(OBJECTS, LABELS, removed_objects=(), removed_labels=())
 
 
 def _accuracy(rng: random.Random, n: int) -> r.Accuracy:
@@ -109,7 +112,7 @@ def _matrix(rng: random.Random, pair: SyntheticPair, scale: float) -> tuple[tupl
     )
 
 
-def _circuit(rng: random.Random, pair: SyntheticPair) -> r.Circuit:
+def _circuit(rng: random.Random, pair: SyntheticPair) -> r.Discovery:
     """Each group selects the most negative heads of its stage; pruning drops the last one of a group."""
     stages, selected, groups = [], {}, {}
     for group in kinds.GROUP_NAMES:
@@ -119,8 +122,8 @@ def _circuit(rng: random.Random, pair: SyntheticPair) -> r.Circuit:
         chosen = tuple(head for effect, head in ranked[:3] if effect <= -0.01)
         selected[group], groups[group] = chosen, chosen[:2]
         stderr = tuple(tuple(abs(v) for v in row) for row in stderr)
-        stages.append(r.StageEffects(group, mean, stderr, chosen, skipped_because=None))
-    return r.Circuit(groups, selected, tuple(stages), minimality_metric=round(rng.uniform(0.3, 0.6), 4))
+        stages.append(r.DiscoveryStage(group, mean, stderr, chosen, skipped_because=None))
+    return r.Discovery(groups, selected, tuple(stages), minimality_metric=round(rng.uniform(0.3, 0.6), 4))
 
 
 def _iou(a: set, b: set) -> float:
@@ -143,7 +146,7 @@ def _score(rng: random.Random, full: float, n: int) -> r.FaithfulnessScore:
     return r.FaithfulnessScore(full, circuit, circuit / full, n, undefined_because=None)
 
 
-def _model_faithfulness(rng: random.Random, full: float, settings: p.Settings) -> r.ModelFaithfulness:
+def _model_faithfulness(rng: random.Random, full: float, settings: c.ScoreSettings) -> r.ModelFaithfulness:
     draws = tuple(round(rng.uniform(0.0, 0.05), 4) for _ in range(settings.faithfulness.n_random))
     mean = sum(draws) / len(draws)
     std = (sum((d - mean) ** 2 for d in draws) / (len(draws) - 1)) ** 0.5
@@ -162,7 +165,7 @@ def _model_faithfulness(rng: random.Random, full: float, settings: p.Settings) -
     )
 
 
-def _masks(rng: random.Random, circuit: r.Circuit, n_test: int) -> tuple[r.DCMMask, ...]:
+def _masks(rng: random.Random, circuit: r.Discovery, n_test: int) -> tuple[r.DCMMask, ...]:
     masks = []
     for group in kinds.GROUP_NAMES:
         heads = tuple(sorted(circuit.groups[group]))
@@ -174,7 +177,7 @@ def _masks(rng: random.Random, circuit: r.Circuit, n_test: int) -> tuple[r.DCMMa
     return tuple(masks)
 
 
-def _dcm(rng: random.Random, circuits: r.Circuits, settings: p.Settings) -> r.DCM:
+def _dcm(rng: random.Random, circuits: r.Circuits, settings: c.ScoreSettings) -> r.DCM:
     base = _masks(rng, circuits.base, settings.dcm.n_test)
     finetuned = _masks(rng, circuits.finetuned, settings.dcm.n_test)
     overlap = tuple(
@@ -189,7 +192,7 @@ def _dcm(rng: random.Random, circuits: r.Circuits, settings: p.Settings) -> r.DC
 def _cmap(rng: random.Random, circuits: r.Circuits, acc_base: float, acc_ft: float) -> r.CMAP:
     defined = abs(acc_ft - acc_base) >= 0.02
 
-    def entry(heads: kinds.Heads) -> r.CMAPEntry:
+    def entry(heads: Heads) -> r.CMAPEntry:
         patched = round(acc_base + rng.uniform(0.0, 1.0) * (acc_ft - acc_base), 4)
         gain = (patched - acc_base) / (acc_ft - acc_base) if defined else None
         return r.CMAPEntry(heads, patched, patched - acc_base, gain)
@@ -210,18 +213,18 @@ def synthetic_result(pair: SyntheticPair = SyntheticPair()) -> r.Result:
         _model_faithfulness(rng, behaviour.finetuned.accuracy or 1.0, settings),
         _score(rng, behaviour.finetuned.accuracy or 1.0, settings.faithfulness.n_prompts),
     )
-    stages = tuple(p.StageTime(s, 1.5) for s in ("behaviour", "circuits", "faithfulness", "dcm", "cmap"))
+    stages = tuple(r.StageTime(s, 1.5) for s in ("behaviour", "circuits", "faithfulness", "dcm", "cmap"))
     return r.Result(
-        suite=p.Suite(kinds.SUITE_NAME, "0.1.0", kinds.SCHEMA_VERSION, kinds.METRIC_VERSION, "boxes-v1"),
+        suite=r.Suite(kinds.SUITE_NAME, "0.1.0", kinds.SCHEMA_VERSION, kinds.METRIC_VERSION, "boxes-v1"),
         settings=settings,
         datasets=_datasets(settings),
         vocabulary=_vocabulary(),
-        models=p.Models(
+        models=r.Models(
             _model(pair, pair.base_id, pair.base_revision),
             _model(pair, pair.finetuned_id, pair.finetuned_revision),
         ),
-        hardware=p.Hardware("cpu", "synthetic", "2.13.0", "5.24.0", "0.4.9", "3.11.0", "Linux-x86_64"),
-        timing=p.Timing("2025-01-31T12:00:00+00:00", pair.finished_at, 7.5, stages),
+        hardware=r.Hardware("cpu", "synthetic", "2.13.0", "5.24.0", "0.4.9", "3.11.0", "Linux-x86_64"),
+        timing=r.Timing("2025-01-31T12:00:00+00:00", pair.finished_at, 7.5, stages),
         behaviour=behaviour,
         circuits=circuits,
         faithfulness=faithfulness,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from benchmark.records import Result
 from benchmark.submission.checks import MEANING_CHECKS, Problem
 from benchmark.submission.codec import FormatError, from_plain
 from benchmark.submission.kinds import KNOWN_METRIC_VERSIONS, KNOWN_SCHEMA_VERSIONS, SUITE_NAME
-from benchmark.submission.result import Result
 from benchmark.submission.schema import result_schema
 
 _MAX_SHOWN = 80  # characters of an offending value shown in a message

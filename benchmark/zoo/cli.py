@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from benchmark.errors import CliError
+
 
 def add_zoo_parser(commands) -> None:
     """Register `etbench zoo list` and `etbench zoo train` on the CLI's subcommands."""
@@ -64,7 +66,6 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
     """Train the recipe, save adapter and card, print where they are."""
     import torch
 
-    from benchmark.cli import CliError
     from benchmark.zoo.card import write_card
     from benchmark.zoo.recipes import ADAPTERS_DIR, get_recipe
     from benchmark.zoo.train import train_recipe

@@ -1,9 +1,11 @@
-"""The result file of one base / fine-tuned pair (SPEC section 8), schema version 1, metric version v1.
+"""The records of a result file (one scored pair): each class is one JSON object, each field one key.
 
-Each class is one JSON object; each field is one key. The JSON Schema (`schema-v1.json`) is generated from
-these classes and those of `provenance` (value kinds: `kinds`): they are the format's one definition.
-A stage that did not run is null. Numbers that are undefined (a gain with no gap, a ratio over a zero
-accuracy) are null, never NaN.
+Torch-free, below the methods: a method's result turns itself into its record (`.record()`), the result
+file is these records composed (`Result`), and the JSON Schema (`submission/schema-v1.json`) is generated
+from them, with the settings (`benchmark.settings`), the vocabulary (`benchmark.data.words`) and the
+model identity (`benchmark.models.identity`) they contain. Value kinds: `benchmark.kinds`. A stage that
+did not run is null; numbers that are undefined (a gain with no gap, a ratio over a zero accuracy) are
+null, never NaN.
 """
 
 from __future__ import annotations
@@ -11,27 +13,76 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from benchmark.submission.kinds import (
-    Count,
-    DesideratumName,
-    GroupName,
-    Heads,
-    LayerHeadMatrix,
-    NonNegative,
-    Positive,
-    Rate,
-)
-from benchmark.submission.provenance import (
-    DatasetSplit,
-    Hardware,
-    Models,
-    Settings,
-    Suite,
-    Timing,
-    Vocabulary,
-)
+from benchmark.circuit import Group
+from benchmark.data.counterfactuals import Desideratum
+from benchmark.data.words import Vocabulary
+from benchmark.kinds import Count, Heads, LayerHeadMatrix, NonNegative, Positive, Rate, Sha256
+from benchmark.models.identity import ModelRecord
+from benchmark.settings import ScoreSettings
+
+# The three DCM desiderata (path patching's counterfactual kind is not one).
+DCMDesideratum = Literal[Desideratum.OBJECT, Desideratum.POSITION, Desideratum.LABEL]
 
 
+@dataclass(frozen=True)
+class Suite:
+    """What produced the file and which definitions its numbers follow."""
+
+    name: str
+    version: str  # the suite's package version
+    schema_version: str
+    metric_version: str
+    task_version: str  # e.g. "boxes-v1"
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """One generated split a stage read: its id, the SHA-256 of its canonical JSONL, and its size."""
+
+    role: str  # which stage read it, e.g. "behaviour", "path_patching", "dcm_train"
+    split_id: str  # boxes-v1/n{n}/{split}/seed{seed}/contexts{k}[/words-{digest}]
+    sha256: Sha256
+    n_rows: Positive  # rows of the split (contexts x boxes)
+    n_used: Count  # rows the stage used (a prefix of the split)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The pair."""
+
+    base: ModelRecord
+    finetuned: ModelRecord
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where the numbers were computed, and the library versions that computed them."""
+
+    device: str  # e.g. "cuda", "cpu", "auto" (device map)
+    device_name: str  # e.g. "NVIDIA H100 80GB HBM3"
+    torch_version: str
+    transformers_version: str
+    lm_eval_version: str
+    python_version: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Wall time of one stage of `etbench score`."""
+
+    stage: str
+    seconds: NonNegative
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When and how long: the only block allowed to differ between two runs with the same inputs."""
+
+    started_at: str  # ISO 8601 with time zone, e.g. 2025-01-31T12:00:00+00:00
+    finished_at: str
+    total_seconds: NonNegative
+    stages: tuple[StageTime, ...]
 @dataclass(frozen=True)
 class Accuracy:
     """Accuracy of one model on the test split, overall and per queried box (null: no row at that box)."""
@@ -52,10 +103,10 @@ class Behaviour:
 
 
 @dataclass(frozen=True)
-class StageEffects:
+class DiscoveryStage:
     """One path-patching stage: every head's mean effect as a sender and its standard error."""
 
-    group: GroupName
+    group: Group
     mean: LayerHeadMatrix | None  # null when the stage was skipped
     stderr: LayerHeadMatrix | None
     selected: Heads  # heads that passed selection at this stage, strongest first
@@ -63,12 +114,12 @@ class StageEffects:
 
 
 @dataclass(frozen=True)
-class Circuit:
+class Discovery:
     """One model's circuit: heads per group after minimality pruning, before it, and the stages' effects."""
 
-    groups: dict[GroupName, Heads]
-    selected: dict[GroupName, Heads]
-    stages: tuple[StageEffects, ...]
+    groups: dict[Group, Heads]
+    selected: dict[Group, Heads]
+    stages: tuple[DiscoveryStage, ...]
     minimality_metric: float | None
 
 
@@ -76,7 +127,7 @@ class Circuit:
 class CircuitIoU:
     """Intersection over union of the base and fine-tuned circuits' heads, per group and overall."""
 
-    groups: dict[GroupName, Rate]
+    groups: dict[Group, Rate]
     overall: Rate  # over the union of all groups' heads
 
 
@@ -84,8 +135,8 @@ class CircuitIoU:
 class Circuits:
     """Both models' circuits, how much they share, and how grouped-query attention was handled."""
 
-    base: Circuit
-    finetuned: Circuit
+    base: Discovery
+    finetuned: Discovery
     iou: CircuitIoU
     kv_group_size: Positive  # query heads per key-value head (1 without GQA)
     gqa_note: str  # e.g. "receivers' k/v patched per key-value group, group size 4"
@@ -152,8 +203,8 @@ class Faithfulness:
 class DCMMask:
     """The heads of one group that carry one desideratum in one model (rounded mask 0)."""
 
-    group: GroupName
-    desideratum: DesideratumName
+    group: Group
+    desideratum: DCMDesideratum
     group_heads: Heads  # the masked heads, sorted; `mask` follows this order
     mask: tuple[Rate, ...]
     heads: Heads
@@ -166,8 +217,8 @@ class DCMMask:
 class DCMOverlap:
     """Base vs fine-tuned DCM heads of one (group, desideratum), and the base heads patched in each model."""
 
-    group: GroupName
-    desideratum: DesideratumName
+    group: Group
+    desideratum: DCMDesideratum
     iou: Rate
     base_heads_in_base: Rate
     base_heads_in_finetuned: Rate | None
@@ -180,7 +231,7 @@ class DCM:
     base: tuple[DCMMask, ...]
     finetuned: tuple[DCMMask, ...]
     overlap: tuple[DCMOverlap, ...]
-    skipped_groups: tuple[GroupName, ...]
+    skipped_groups: tuple[Group, ...]
 
 
 @dataclass(frozen=True)
@@ -202,7 +253,7 @@ class CMAP:
     acc_finetuned: Rate
     gain_defined: bool  # |acc_finetuned - acc_base| >= settings.cmap.min_gap
     circuit: CMAPEntry
-    groups: dict[GroupName, CMAPEntry | None]  # null: the group has no heads
+    groups: dict[Group, CMAPEntry | None]  # null: the group has no heads
 
 
 @dataclass(frozen=True)
@@ -210,7 +261,7 @@ class Result:
     """One scored pair: everything SPEC section 8 lists. Stages that did not run are null."""
 
     suite: Suite
-    settings: Settings
+    settings: ScoreSettings
     datasets: tuple[DatasetSplit, ...]
     vocabulary: Vocabulary
     models: Models

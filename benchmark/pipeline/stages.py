@@ -1,0 +1,220 @@
+"""The stages of `etbench score`, declared once: what each computes, what it needs, which settings and
+splits decide it, and how it runs. `pipeline.runner` orders them, caches each one in the run directory
+under a key of exactly those inputs, prints its progress, and times it.
+
+Adding a stage is one `ScoreStage(...)` entry in `STAGES` (and, if it reads a new split, one `SplitRole`).
+A per-model stage runs once for each side of the pair, in the order declared, base side first; pair
+stages run last. At most one model is loaded at a time: the base, then the fine-tuned model, then the base
+again for CMAP (three loads in all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from benchmark.cmap import cmap_prompts, cmap_split, run_cmap
+from benchmark.data import Split, Vocabulary, build_pairs, encode_examples, encode_pairs, generate_split
+from benchmark.dcm import dcm_overlap, run_dcm, transfer_accuracies
+from benchmark.dcm.masking import dcm_splits
+from benchmark.faithfulness import ablation_means, cross_model_faithfulness, evaluate_faithfulness
+from benchmark.path_patching.discovery import discover_circuit
+from benchmark.pipeline.behaviour import measure_behaviour
+from benchmark.pipeline.pair import Side
+from benchmark.settings import ScoreSettings
+
+if TYPE_CHECKING:
+    from benchmark.pipeline.score import ScoreRun
+
+
+@dataclass(frozen=True)
+class SplitRole:
+    """A generated split a stage reads, and how many of its rows that stage uses."""
+
+    role: str  # as recorded in the result's datasets, e.g. "behaviour", "dcm_train"
+    make: Callable[[ScoreSettings, Vocabulary], Split]
+    used: Callable[[ScoreSettings, Split], int] = lambda settings, split: len(split.examples)
+
+
+def _dcm_role(name: str) -> SplitRole:
+    return SplitRole(
+        f"dcm_{name}",
+        lambda s, v: dcm_splits(v, s.dcm)[name],
+        lambda s, split: s.dcm.sizes()[name],
+    )
+
+
+def _split(settings: ScoreSettings, vocabulary: Vocabulary, split: str, n_prompts: int, seed: int) -> Split:
+    return generate_split(settings.n_boxes, split, n_prompts, seed, vocabulary.objects, vocabulary.labels)
+
+
+SPLITS: tuple[SplitRole, ...] = (
+    SplitRole("behaviour", lambda s, v: _split(s, v, "test", s.behaviour.n_prompts, s.behaviour.seed)),
+    SplitRole(
+        "path_patching", lambda s, v: _split(s, v, "validation", s.discovery.n_prompts, s.discovery.seed)
+    ),
+    SplitRole(
+        "minimality",
+        lambda s, v: _split(s, v, "validation", s.discovery.n_minimality_prompts, s.discovery.seed),
+        lambda s, split: s.discovery.n_minimality_prompts,
+    ),
+    SplitRole(
+        "reference", lambda s, v: _split(s, v, "train", s.faithfulness.n_reference, s.faithfulness.seed)
+    ),
+    *(_dcm_role(name) for name in ("train", "validation", "test")),
+    SplitRole("cmap", lambda s, v: cmap_split(v, s.cmap), lambda s, split: s.cmap.n_prompts),
+)
+
+
+@dataclass(frozen=True)
+class ScoreStage:
+    """One cached step. `needs` names the stages whose outputs `run` receives (per-model stages: of the
+    same side; pair stages: "base.NAME" / "finetuned.NAME"); `reads` gives the settings that decide it."""
+
+    name: str
+    per_model: bool
+    about: Callable[[ScoreSettings], str]  # what it computes, with its sizes (printed as it starts)
+    reads: Callable[[ScoreSettings], tuple]
+    run: Callable[[ScoreRun, Side | None, dict[str, Any]], Any]
+    needs: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+
+    def id(self, side: Side | None) -> str:
+        """The stage's name in the run directory and the timing table: "base.discovery", "cross.cmap"."""
+        return f"{side.value}.{self.name}" if self.per_model else f"cross.{self.name}"
+
+
+def _record(run: ScoreRun, side: Side, inputs: dict):
+    return run.models.get(side).record
+
+
+def _behaviour(run: ScoreRun, side: Side, inputs: dict):
+    return measure_behaviour(run.models.get(side).loaded, run.splits["behaviour"], run.settings.batch_size)
+
+
+def _means(run: ScoreRun, side: Side, inputs: dict):
+    study, s = run.models.get(side), run.settings
+    split, seed = run.splits["reference"], s.faithfulness.seed
+    return ablation_means(study.model, study.adapter, study.tokenizer, split, seed, s.batch_size)
+
+
+def _discovery(run: ScoreRun, side: Side, inputs: dict):
+    study, config = run.models.get(side), run.settings.discovery
+    pairs = build_pairs(run.splits["path_patching"], "path_patching", config.seed)
+    encoded = encode_pairs(study.tokenizer, pairs)
+    minimality = encode_examples(study.tokenizer, run.splits["minimality"].examples)
+    return discover_circuit(
+        study.model, study.adapter, encoded, minimality, inputs["means"], config, run.progress
+    )
+
+
+def _faithfulness(run: ScoreRun, side: Side, inputs: dict):
+    study, discovery = run.models.get(side), inputs["discovery"]
+    full = inputs["behaviour"].suite.accuracy  # the unmodified model on the same test prompts
+    return evaluate_faithfulness(
+        study.model, study.adapter, discovery, run.test_prompts, inputs["means"], run.settings.faithfulness,
+        progress=run.progress, full_accuracy=full,
+    )  # fmt: skip
+
+
+def _dcm(run: ScoreRun, side: Side, inputs: dict):
+    circuit = inputs["discovery"].circuit
+    if not circuit.all_heads():
+        return None  # nothing to mask
+    study = run.models.get(side)
+    return run_dcm(study.model, study.adapter, circuit, run.dcm_data, run.settings.dcm, progress=run.progress)
+
+
+def _cross_faithfulness(run: ScoreRun, side: None, inputs: dict):
+    study = run.models.get(Side.FINETUNED)
+    circuit = inputs["base.discovery"].circuit
+    return cross_model_faithfulness(
+        Side.BASE.value, circuit, Side.FINETUNED.value, study.model, study.adapter, run.test_prompts,
+        inputs["finetuned.means"], run.settings.batch_size,
+    ).result  # fmt: skip
+
+
+def _dcm_transfer(run: ScoreRun, side: None, inputs: dict):
+    base_dcm = inputs["base.dcm"]
+    if base_dcm is None:
+        return {}
+    study = run.models.get(Side.FINETUNED)
+    return transfer_accuracies(study.model, study.adapter, base_dcm, run.dcm_data, run.progress)
+
+
+def _dcm_overlap(run: ScoreRun, side: None, inputs: dict):
+    base, finetuned = inputs["base.dcm"], inputs["finetuned.dcm"]
+    return dcm_overlap(base, finetuned, inputs["cross.dcm_transfer"]) if base and finetuned else ()
+
+
+def _cmap(run: ScoreRun, side: None, inputs: dict):
+    circuit = inputs["base.discovery"].circuit
+    if not circuit.all_heads():
+        return None
+    config = run.settings.cmap
+    prompts = cmap_prompts(run.tokenizer, config, run.splits["cmap"])
+    base, finetuned = (lambda: run.models.use(Side.BASE)), (lambda: run.models.use(Side.FINETUNED))
+    return run_cmap(base, finetuned, circuit, prompts, config, progress=run.progress)
+
+
+def _sizes(*pairs: tuple[str, int]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in pairs)
+
+
+MODEL, PAIR = True, False  # per_model
+
+STAGES: tuple[ScoreStage, ...] = (
+    ScoreStage(
+        "record", MODEL, run=_record, reads=lambda s: (),
+        about=lambda s: "hash the weights, record the model's identity",
+    ),
+    ScoreStage(
+        "behaviour", MODEL, run=_behaviour, reads=lambda s: (s.behaviour, s.batch_size),
+        splits=("behaviour",),
+        about=lambda s: f"accuracy through lm-eval and the suite's scorer ({s.behaviour.n_prompts} test "
+        "prompts)",
+    ),
+    ScoreStage(
+        "means", MODEL, run=_means, reads=lambda s: (s.faithfulness.seed, s.batch_size),
+        splits=("reference",),
+        about=lambda s: f"mean head outputs for mean ablation ({s.faithfulness.n_reference} reference "
+        "prompts)",
+    ),
+    ScoreStage(
+        "discovery", MODEL, run=_discovery, reads=lambda s: (s.discovery,), needs=("means",),
+        splits=("path_patching", "minimality"),
+        about=lambda s: f"circuit by path patching on {s.discovery.n_prompts} prompts, minimality pruning on "
+        f"{s.discovery.n_minimality_prompts}",
+    ),
+    ScoreStage(
+        "faithfulness", MODEL, run=_faithfulness, reads=lambda s: (s.faithfulness,),
+        needs=("behaviour", "means", "discovery"), splits=("behaviour",),
+        about=lambda s: f"circuit run, {s.faithfulness.n_random} random circuits, size curve "
+        f"({s.faithfulness.n_prompts} test prompts)",
+    ),
+    ScoreStage(
+        "dcm", MODEL, run=_dcm, reads=lambda s: (s.dcm,), needs=("discovery",),
+        splits=("dcm_train", "dcm_validation", "dcm_test"),
+        about=lambda s: f"DCM masks per group and desideratum ({s.dcm.n_train}/{s.dcm.n_validation}/"
+        f"{s.dcm.n_test} train/validation/test pairs)",
+    ),
+    ScoreStage(
+        "faithfulness", PAIR, run=_cross_faithfulness, reads=lambda s: (s.batch_size,),
+        needs=("base.discovery", "finetuned.means"), splits=("behaviour",),
+        about=lambda s: "the base model's circuit run inside the fine-tuned model",
+    ),
+    ScoreStage(
+        "dcm_transfer", PAIR, run=_dcm_transfer, reads=lambda s: (), needs=("base.dcm",),
+        about=lambda s: "the base model's DCM heads patched in the fine-tuned model",
+    ),
+    ScoreStage(
+        "dcm_overlap", PAIR, run=_dcm_overlap, reads=lambda s: (),
+        needs=("base.dcm", "finetuned.dcm", "cross.dcm_transfer"),
+        about=lambda s: "overlap of both models' DCM heads",
+    ),
+    ScoreStage(
+        "cmap", PAIR, run=_cmap, reads=lambda s: (s.cmap,), needs=("base.discovery",), splits=("cmap",),
+        about=lambda s: f"fine-tuned head outputs patched into the base model ({s.cmap.n_prompts} prompts)",
+    ),
+)  # fmt: skip

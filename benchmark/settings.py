@@ -1,0 +1,215 @@
+"""Every setting that decides a run's numbers: each method's config, the run's settings composed of
+them, and the named presets. Torch-free: the methods, the pipeline and the result file (its `settings`
+block is a `ScoreSettings`) all use these classes, so each knob is defined once.
+
+Which split serves what: circuits are found on validation prompts and judged on test prompts, so a
+circuit is never scored on the prompts it was selected with; mean-ablation means come from the train
+split's reference prompts; DCM trains, selects and reports on train / validation / test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+
+from benchmark.kinds import Count, NonNegative, Positive, Rate
+
+# The faithfulness curve's default circuit sizes, as shares of all heads (from 1% to 100%).
+CURVE_FRACTIONS: tuple[float, ...] = (
+    0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """Accuracy through lm-eval: the test split's size and seed."""
+
+    n_prompts: Positive = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Path patching: prompts, selection rule (threshold, significance, cap), minimality pruning."""
+
+    n_prompts: Positive = 300  # path-patching prompts (validation split)
+    n_minimality_prompts: Positive = 100  # validation split
+    effect_threshold: float = -0.01  # a head's mean effect must be at most this
+    z_score: float = 2.58  # ... and significant: mean + z * standard error < 0
+    max_group_fraction: Rate = 0.15  # at most this share of all heads per group
+    minimality_tolerance: NonNegative = 0.01  # drop a head whose removal moves the metric by less (relative)
+    seed: int = 0
+    rows_per_pass: Positive = 64  # (prompt, sender) rows per forward pass
+    batch_size: Positive = 32
+
+    def max_heads(self, n_components: int) -> int:
+        return max(1, math.floor(self.max_group_fraction * n_components))
+
+
+@dataclass(frozen=True)
+class FaithfulnessConfig:
+    """Faithfulness: evaluation prompts (the behaviour split), mean-ablation reference set, random draws,
+    and the curve's circuit sizes."""
+
+    n_prompts: Positive = 500  # evaluation prompts: the behaviour (test) split
+    n_reference: Positive = 500  # mean-ablation reference prompts (train split)
+    n_random: Count = 10  # random-circuit draws
+    seed: int = 0  # seeds the random circuits and the reference set's letters
+    curve_fractions: tuple[Rate, ...] = CURVE_FRACTIONS
+    batch_size: Positive = 32
+
+
+@dataclass(frozen=True)
+class DCMConfig:
+    """DCM: 1000 / 500 / 500 pairs, lambda 0.01, Adam 0.1, batches of 32 over 2 epochs by default."""
+
+    sparsity: NonNegative = 0.01  # lambda of the L1 term lambda * sum(1 - m)
+    learning_rate: NonNegative = 0.1
+    batch_size: Positive = 32  # pairs per mask update
+    epochs: Positive = 2
+    n_train: Positive = 1000
+    n_validation: Positive = 500
+    n_test: Positive = 500
+    seed: int = 0  # shuffling of the training pairs
+    data_seed: int = 0  # splits and counterfactual pairs
+    n_boxes: Positive = 7
+    mask_init: Rate = 1.0  # every head starts clean: the L1 term is 0 and only useful heads move
+    eval_every: Positive | None = None  # validate every N steps; None: after each epoch
+    eval_batch_size: Positive = 32
+
+    def __post_init__(self) -> None:
+        counts = {**self.sizes(), "batch_size": self.batch_size, "epochs": self.epochs}
+        counts["eval_batch_size"] = self.eval_batch_size
+        bad = {name: value for name, value in counts.items() if value < 1}
+        if bad:
+            raise ValueError(f"DCMConfig: these must be at least 1: {bad}")
+        if not 0.0 <= self.mask_init <= 1.0:
+            raise ValueError(f"DCMConfig: mask_init must lie in [0, 1], got {self.mask_init}")
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
+
+
+@dataclass(frozen=True)
+class CMAPConfig:
+    """CMAP: 500 test prompts; the gain is undefined when the accuracy gap is under 0.02."""
+
+    n_prompts: Positive = 500
+    n_boxes: Positive = 7
+    seed: int = 0  # test split seed
+    batch_size: Positive = 32
+    min_gap: NonNegative = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1 or self.batch_size < 1:
+            raise ValueError(f"CMAPConfig: n_prompts and batch_size must be at least 1, got {self}")
+        if self.min_gap < 0:
+            raise ValueError(f"CMAPConfig: min_gap must be >= 0, got {self.min_gap}")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The preset and every setting of every stage (seeds and sizes included): everything that decides a
+    run's numbers and nothing that does not (such as the output path)."""
+
+    preset: str = "spec-v1"
+    n_boxes: Positive = 7
+    dtype: str = "float32"
+    device_map: str | None = None
+    behaviour: BehaviourConfig = BehaviourConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    faithfulness: FaithfulnessConfig = FaithfulnessConfig()
+    dcm: DCMConfig = DCMConfig()
+    cmap: CMAPConfig = CMAPConfig()
+
+    def __post_init__(self) -> None:
+        if self.faithfulness.n_prompts != self.behaviour.n_prompts:
+            raise ValueError(
+                "faithfulness is measured on the behaviour split: set faithfulness.n_prompts to "
+                f"behaviour.n_prompts ({self.behaviour.n_prompts}), got {self.faithfulness.n_prompts}"
+            )
+        boxes = {"dcm": self.dcm.n_boxes, "cmap": self.cmap.n_boxes}
+        if any(n != self.n_boxes for n in boxes.values()):
+            raise ValueError(f"every stage must use the run's {self.n_boxes} boxes, got {boxes}")
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts per forward pass of the whole-model passes (behaviour, means): faithfulness's."""
+        return self.faithfulness.batch_size
+
+    def with_common(
+        self, n_boxes: int | None = None, seed: int | None = None, batch_size: int | None = None
+    ) -> ScoreSettings:
+        """The same settings with boxes, seed or batch size changed in every stage that reads them."""
+        s = self
+        if seed is not None:
+            s = replace(
+                s,
+                behaviour=replace(s.behaviour, seed=seed),
+                discovery=replace(s.discovery, seed=seed),
+                faithfulness=replace(s.faithfulness, seed=seed),
+                dcm=replace(s.dcm, seed=seed, data_seed=seed),
+                cmap=replace(s.cmap, seed=seed),
+            )
+        if batch_size is not None:
+            s = replace(
+                s,
+                discovery=replace(s.discovery, batch_size=batch_size),
+                faithfulness=replace(s.faithfulness, batch_size=batch_size),
+                dcm=replace(s.dcm, eval_batch_size=batch_size),
+                cmap=replace(s.cmap, batch_size=batch_size),
+            )
+        if n_boxes is not None:
+            dcm, cmap = replace(s.dcm, n_boxes=n_boxes), replace(s.cmap, n_boxes=n_boxes)
+            s = replace(s, n_boxes=n_boxes, dcm=dcm, cmap=cmap)
+        return s
+
+
+def with_overrides(settings: ScoreSettings, **stages: dict) -> ScoreSettings:
+    """`settings` with fields of named stages replaced: `with_overrides(s, dcm={"n_train": 64})`."""
+    names = {f.name for f in dataclasses.fields(ScoreSettings)}
+    unknown = sorted(set(stages) - names)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; choose from {sorted(names)}")
+    changed = {
+        name: replace(getattr(settings, name), **fields) if isinstance(fields, dict) else fields
+        for name, fields in stages.items()
+    }
+    return replace(settings, **changed)
+
+
+PRESETS: dict[str, ScoreSettings] = {
+    "spec-v1": ScoreSettings(),
+    # About 1/7 of SPEC's sizes (DCM 1/16): a 135M model pair end to end on a CPU. With 35
+    # path-patching prompts the standard error is sqrt(300/35) = 2.9 times SPEC's, so the significance
+    # test uses z = 1.0: an effect must exceed about the same multiple of the per-prompt spread as
+    # SPEC's z = 2.58 at 300 prompts demands (2.58 * sqrt(35/300) = 0.88; 1.0 is slightly stricter).
+    # DCM keeps SPEC's 2 epochs with batches of 8, so each mask gets 16 Adam steps (SPEC: 63): enough
+    # for a mask to move from 1 to 0 at lr 0.1.
+    "cpu-small": with_overrides(
+        ScoreSettings(preset="cpu-small"),
+        behaviour={"n_prompts": 70},
+        discovery={"n_prompts": 35, "n_minimality_prompts": 35, "z_score": 1.0, "rows_per_pass": 128},
+        faithfulness={"n_prompts": 70, "n_reference": 70, "n_random": 5},
+        dcm={"n_train": 64, "n_validation": 32, "n_test": 32, "batch_size": 8},
+        cmap={"n_prompts": 70},
+    ),
+}
+
+
+def preset_settings(
+    name: str,
+    n_boxes: int | None = None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    **stages: dict,
+) -> ScoreSettings:
+    """The named preset with the common knobs (None: the preset's) and per-stage field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    settings = PRESETS[name].with_common(n_boxes, seed, batch_size)
+    placement = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
+    return with_overrides(replace(settings, **placement), **stages)
