@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.data.tokenization import EncodedPrompts
+from benchmark.models.study import model_device
 
 # Show a progress bar only when a run has at least this many batches.
 _PROGRESS_MIN_BATCHES = 8
@@ -31,11 +32,6 @@ class AccuracyResult:
     n_per_position: tuple[int, ...]
     correct: tuple[bool, ...]  # one per row, in input order
     predicted_ids: tuple[int, ...]  # argmax token per row
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (where inputs must go)."""
-    return next(model.parameters()).device
 
 
 def forward_last(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks-path",
         help="print the lm-eval tasks folder (for lm_eval --include_path)",
         description="Print the folder of the suite's lm-evaluation-harness tasks, inside the installed "
-        "package: lm_eval --include_path \"$(etbench tasks-path)\" --tasks entity_tracking",
+        'package: lm_eval --include_path "$(etbench tasks-path)" --tasks entity_tracking',
     )
     tasks.set_defaults(handler=cmd_tasks_path)
     return parser

@@ -8,8 +8,7 @@ gain = (acc_patched - acc_base) / (acc_ft - acc_base), undefined when the gap is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +27,19 @@ from benchmark.data import (
 from benchmark.dcm.overlap import resolve_groups
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.kinds import defined
-from benchmark.models import ArchitectureAdapter, LoadedModel, ModelPair, PairMismatchError, check_pair
+from benchmark.models import (
+    ArchitectureAdapter,
+    ModelPair,
+    ModelUnderStudy,
+    Opener,
+    PairMismatchError,
+    opened,
+)
 from benchmark.models.loading import load_tokenizer
+from benchmark.models.pairs import config_differences
 from benchmark.records import CMAP, CMAPEntry
 from benchmark.settings import CMAPConfig
 
-# A model already loaded, or a callable opening one for a `with` block (released on exit).
-ModelSource = torch.nn.Module | LoadedModel | Callable[[], AbstractContextManager]
 CIRCUIT = "circuit"  # the name of the whole-circuit entry
 
 
@@ -131,29 +136,21 @@ def _layout(circuit: Circuit, groups: Sequence[Group], adapter: ArchitectureAdap
     return _Layout(sites, mask, group_masks)
 
 
-@contextmanager
-def _opened(source: ModelSource) -> Iterator[torch.nn.Module]:
-    """The module of a loaded model, or of one opened by a loader for the block (and released after)."""
-    if isinstance(source, LoadedModel):
-        yield source.model
-    elif isinstance(source, torch.nn.Module):
-        yield source
-    else:
-        with source() as opened:
-            yield opened.model if isinstance(opened, LoadedModel) else opened
-
-
-def _signature(model: torch.nn.Module, adapter: ArchitectureAdapter) -> dict[str, object]:
-    """What must match for head-by-head patching: architecture, head geometry, vocabulary rows."""
+def _signature(study: ModelUnderStudy) -> dict[str, object]:
+    """What must match for head-by-head patching: architecture, head geometry, vocabulary rows, config."""
     return {
-        "model_type": adapter.model_type,
-        "head shape": adapter.shape,
-        "vocabulary rows": model.get_output_embeddings().weight.shape[0],
+        "model_type": study.adapter.model_type,
+        "head shape": study.adapter.shape,
+        "vocabulary rows": study.model.get_output_embeddings().weight.shape[0],
+        "config": study.model.config,
     }
 
 
 def _check_same(finetuned: dict[str, object], base: dict[str, object]) -> None:
-    differences = [f"{k}: {base[k]} vs {finetuned[k]}" for k in base if base[k] != finetuned[k]]
+    differences = [
+        f"{k}: {base[k]} vs {finetuned[k]}" for k in base if k != "config" and base[k] != finetuned[k]
+    ]
+    differences += config_differences(base["config"], finetuned["config"])
     if differences:
         raise PairMismatchError(
             "base and fine-tuned model cannot be patched head by head; they differ in "
@@ -170,21 +167,22 @@ class _FinetunedRun:
     signature: dict[str, object]
 
 
-def _finetuned_run(model, circuit, groups, prompts, config, progress) -> tuple[_FinetunedRun, _Layout]:
-    adapter = ArchitectureAdapter(model)
+def _finetuned_run(study: ModelUnderStudy, circuit, groups, prompts, config, progress):
+    """The fine-tuned model's accuracy and its circuit heads' outputs, cached on the CPU."""
+    model, adapter = study.model, study.adapter
     layout = _layout(circuit, groups, adapter)
     positions = sites_positions(layout.sites, prompts)  # [rows, site]
     accuracy = score_accuracy(model, prompts, config.batch_size).accuracy
     cache = capture_heads(
         model, adapter, prompts.input_ids, positions, layout.mask, config.batch_size, progress
     )
-    return _FinetunedRun(accuracy, cache, _signature(model, adapter)), layout
+    return _FinetunedRun(accuracy, cache, _signature(study)), layout
 
 
-def _base_run(model, finetuned: _FinetunedRun, layout: _Layout, prompts, config, progress):
+def _base_run(study: ModelUnderStudy, finetuned: _FinetunedRun, layout: _Layout, prompts, config, progress):
     """Base accuracy, then its accuracy with each group's cached heads, then with the whole circuit's."""
-    adapter = ArchitectureAdapter(model)
-    _check_same(finetuned.signature, _signature(model, adapter))
+    model, adapter = study.model, study.adapter
+    _check_same(finetuned.signature, _signature(study))
     positions = sites_positions(layout.sites, prompts)
 
     def accuracy(cache: HeadCache | None) -> float:
@@ -199,8 +197,8 @@ def _base_run(model, finetuned: _FinetunedRun, layout: _Layout, prompts, config,
 
 
 def run_cmap(
-    base: ModelSource,
-    finetuned: ModelSource,
+    base: Opener,
+    finetuned: Opener,
     circuit: Circuit,
     prompts: EncodedPrompts,
     config: CMAPConfig | None = None,
@@ -209,17 +207,16 @@ def run_cmap(
 ) -> CMAPResult:
     """Patch the fine-tuned model's head outputs into the base model per group and for the whole circuit.
 
-    The fine-tuned model is opened (and, from a loader, released) before the base model, so at most one
-    model is loaded at a time. `groups`: the groups to patch (default: every group with heads).
+    Each model is given as an opener (`benchmark.models.held` for one already loaded): the fine-tuned
+    model is opened (and, by a loader, released) before the base model, so at most one model is loaded at
+    a time. `groups`: the groups to patch (default: every group with heads).
     """
     config = config or CMAPConfig()
     chosen, skipped = resolve_groups(circuit, groups)
-    if isinstance(base, LoadedModel) and isinstance(finetuned, LoadedModel):
-        check_pair(base, finetuned)
-    with _opened(finetuned) as model:
-        ft, layout = _finetuned_run(model, circuit, chosen, prompts, config, progress)
-    with _opened(base) as model:
-        acc_base, patched = _base_run(model, ft, layout, prompts, config, progress)
+    with finetuned() as study:
+        ft, layout = _finetuned_run(study, circuit, chosen, prompts, config, progress)
+    with base() as study:
+        acc_base, patched = _base_run(study, ft, layout, prompts, config, progress)
 
     def entry(name: str, heads: tuple[Head, ...]) -> CMAPPatch:
         acc = patched[name]
@@ -249,8 +246,8 @@ def run_cmap_pair(
     config = config or CMAPConfig()
     prompts = cmap_prompts(load_tokenizer(pair.base), config)
     return run_cmap(
-        lambda: pair.loaded("base", progress),
-        lambda: pair.loaded("finetuned", progress),
+        lambda: opened(lambda: pair.loaded("base", progress)),
+        lambda: opened(lambda: pair.loaded("finetuned", progress)),
         circuit,
         prompts,
         config,

@@ -22,7 +22,7 @@ from benchmark.circuit_run import circuit_intervention
 from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prompts
 from benchmark.hooks import head_output_means, mean_ablate
 from benchmark.kinds import defined
-from benchmark.models import ArchitectureAdapter, HeadShape
+from benchmark.models import HeadShape, ModelUnderStudy
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
 from benchmark.records import Curve, CurvePoint, FaithfulnessScore, ModelFaithfulness, RandomBaseline
 from benchmark.settings import CURVE_FRACTIONS, FaithfulnessConfig
@@ -143,12 +143,11 @@ def reference_input_ids(tokenizer, split: Split, seed: int = 0) -> torch.Tensor:
     return encode_prompts(tokenizer, reference_prompts(split, seed))
 
 
-def ablation_means(
-    model, adapter: ArchitectureAdapter, tokenizer, split: Split, seed: int = 0, batch_size: int = 32
-) -> torch.Tensor:
+def ablation_means(study: ModelUnderStudy, split: Split, seed: int = 0, batch_size: int = 32) -> torch.Tensor:
     """The one definition of mean-ablation values: head outputs averaged over the reference set of `split`,
     [pos, layer, head, d]. Always take them from the model being evaluated (also across models)."""
-    return head_output_means(model, adapter, reference_input_ids(tokenizer, split, seed), batch_size)
+    ids = reference_input_ids(study.tokenizer, split, seed)
+    return head_output_means(study.model, study.adapter, ids, batch_size)
 
 
 def _check_means(means: torch.Tensor, shape: HeadShape, encoded: EncodedPrompts) -> None:
@@ -193,8 +192,7 @@ def intervention_faithfulness(
 
 
 def mask_faithfulness(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     encoded: EncodedPrompts,
     means: torch.Tensor,
     keep: KeepFn,
@@ -202,17 +200,16 @@ def mask_faithfulness(
     full_accuracy: float | None = None,
 ) -> FaithfulnessResult:
     """Faithfulness with every component mean-ablated (`means` [pos, layer, head, d]) except where `keep`."""
-    _check_means(means, adapter.shape, encoded)
+    _check_means(means, study.adapter.shape, encoded)
 
     def intervene(rows: EncodedPrompts):
-        return mean_ablate(adapter, means, keep=keep(rows))
+        return mean_ablate(study.adapter, means, keep=keep(rows))
 
-    return intervention_faithfulness(model, encoded, intervene, batch_size, full_accuracy)
+    return intervention_faithfulness(study.model, encoded, intervene, batch_size, full_accuracy)
 
 
 def faithfulness(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     circuit: Circuit,
     encoded: EncodedPrompts,
     means: torch.Tensor,
@@ -220,24 +217,23 @@ def faithfulness(
     full_accuracy: float | None = None,
 ) -> FaithfulnessResult:
     """SPEC 5 circuit run: keep each group's heads at its position, mean-ablate every other component."""
-    _check_means(means, adapter.shape, encoded)
-    _check_circuit(circuit, adapter.shape)
-    run = circuit_intervention(adapter, circuit, means)
-    return intervention_faithfulness(model, encoded, run, batch_size, full_accuracy)
+    _check_means(means, study.adapter.shape, encoded)
+    _check_circuit(circuit, study.adapter.shape)
+    run = circuit_intervention(study.adapter, circuit, means)
+    return intervention_faithfulness(study.model, encoded, run, batch_size, full_accuracy)
 
 
 def cross_model_faithfulness(
     circuit_model: str,
     circuit: Circuit,
     evaluated_model: str,
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     encoded: EncodedPrompts,
     means: torch.Tensor,
     batch_size: int = 32,
 ) -> CrossModelFaithfulness:
-    """`circuit_model`'s circuit run inside `model` (named `evaluated_model`); `means` must be its own."""
-    result = faithfulness(model, adapter, circuit, encoded, means, batch_size)
+    """`circuit_model`'s circuit run inside `study` (named `evaluated_model`); `means` must be its own."""
+    result = faithfulness(study, circuit, encoded, means, batch_size)
     return CrossModelFaithfulness(circuit_model, evaluated_model, result)
 
 
@@ -254,8 +250,7 @@ def random_circuit(sizes: dict[str, int], shape: HeadShape, rng: random.Random) 
 
 
 def random_circuit_baseline(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     circuit: Circuit,
     encoded: EncodedPrompts,
     means: torch.Tensor,
@@ -267,14 +262,14 @@ def random_circuit_baseline(
 ) -> RandomCircuits:
     """Faithfulness of `n_draws` random circuits with `circuit`'s group sizes (draw i seeded by (seed, i))."""
     if full_accuracy is None:
-        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
+        full_accuracy = score_accuracy(study.model, encoded, batch_size).accuracy
     sizes = circuit.sizes
     draws = tuple(
-        random_circuit(sizes, adapter.shape, random.Random(f"random-circuit/{seed}/{i}"))
+        random_circuit(sizes, study.adapter.shape, random.Random(f"random-circuit/{seed}/{i}"))
         for i in range(n_draws)
     )
     results = tuple(
-        faithfulness(model, adapter, draw, encoded, means, batch_size, full_accuracy)
+        faithfulness(study, draw, encoded, means, batch_size, full_accuracy)
         for draw in tqdm(draws, desc="random circuits", disable=not progress)
     )
     return RandomCircuits(sizes, seed, draws, results)
@@ -316,8 +311,7 @@ def curve_k(fraction: float, n_components: int) -> int:
 
 
 def faithfulness_curve(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     discovery: DiscoveryResult,
     encoded: EncodedPrompts,
     means: torch.Tensor,
@@ -328,7 +322,7 @@ def faithfulness_curve(
 ) -> FaithfulnessCurve:
     """Faithfulness of the top-k circuit of the path-patching ranking for each fraction (sorted) of heads."""
     if full_accuracy is None:
-        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
+        full_accuracy = score_accuracy(study.model, encoded, batch_size).accuracy
     ranking = head_ranking(discovery.stages)
     evaluated: dict[int, FaithfulnessResult] = {}  # by k: nearby fractions of a small model share a k
     points = []
@@ -336,15 +330,14 @@ def faithfulness_curve(
         k = curve_k(fraction, len(ranking))
         if k not in evaluated:
             circuit = top_k_circuit(ranking, k)
-            evaluated[k] = faithfulness(model, adapter, circuit, encoded, means, batch_size, full_accuracy)
+            evaluated[k] = faithfulness(study, circuit, encoded, means, batch_size, full_accuracy)
         result = evaluated[k]
         points.append(CurvePoint(fraction, k, result.circuit_accuracy, defined(result.faithfulness)))
     return FaithfulnessCurve(full_accuracy, ranking, tuple(points))
 
 
 def evaluate_faithfulness(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     discovery: DiscoveryResult,
     encoded: EncodedPrompts,
     means: torch.Tensor,
@@ -358,11 +351,9 @@ def evaluate_faithfulness(
     circuit = discovery.circuit if circuit is None else circuit
     full = full_accuracy
     if full is None:
-        full = score_accuracy(model, encoded, config.batch_size).accuracy
-    own = faithfulness(model, adapter, circuit, encoded, means, config.batch_size, full)
+        full = score_accuracy(study.model, encoded, config.batch_size).accuracy
+    own = faithfulness(study, circuit, encoded, means, config.batch_size, full)
     shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress)
-    baseline = random_circuit_baseline(
-        model, adapter, circuit, encoded, means, config.n_random, config.seed, **shared
-    )
-    curve = faithfulness_curve(model, adapter, discovery, encoded, means, config.curve_fractions, **shared)
+    baseline = random_circuit_baseline(study, circuit, encoded, means, config.n_random, config.seed, **shared)
+    curve = faithfulness_curve(study, discovery, encoded, means, config.curve_fractions, **shared)
     return FaithfulnessReport(config, own, baseline, curve)

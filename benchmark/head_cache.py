@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import Intervention, forward_last, model_device
+from benchmark.accuracy import Intervention, forward_last
 from benchmark.circuit import Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, patch_head_outputs
 from benchmark.models import ArchitectureAdapter, HeadShape
+from benchmark.models.study import model_device
 
 
 @dataclass(frozen=True)

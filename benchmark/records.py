@@ -83,6 +83,8 @@ class Timing:
     finished_at: str
     total_seconds: NonNegative
     stages: tuple[StageTime, ...]
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """Accuracy of one model on the test split, overall and per queried box (null: no row at that box)."""

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from benchmark.data import build_pairs, encode_pairs, generate_split
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.path_patching import STAGES, sweep_stage
 from benchmark.path_patching.reference import reference_stage
 from benchmark.testing import build_tokenizer
@@ -55,9 +55,17 @@ def main() -> None:
     total_fast = total_plain = 0.0
     for stage in STAGES:
         stage_receivers = None if stage.receivers is None else receivers
-        common = (model, adapter, pairs, stage, stage_receivers)
-        fast, t_fast = _timed(sweep_stage, *common, rows_per_pass=args.rows_per_pass, progress=False)
-        plain, t_plain = _timed(reference_stage, *common)
+        study = ModelUnderStudy(model, adapter)
+        fast, t_fast = _timed(
+            sweep_stage,
+            study,
+            pairs,
+            stage,
+            stage_receivers,
+            rows_per_pass=args.rows_per_pass,
+            progress=False,
+        )
+        plain, t_plain = _timed(reference_stage, model, adapter, pairs, stage, stage_receivers)
         diff = (fast.mean - plain.mean).abs().max().item()
         status = "ok" if diff < TOLERANCE else "MISMATCH"
         print(

@@ -15,7 +15,16 @@ from benchmark.cmap import CMAPConfig, gain, run_cmap, run_cmap_pair
 from benchmark.data import encode_examples
 from benchmark.dcm import EmptyGroupError
 from benchmark.head_cache import capture_heads, patch_from_cache, site_mask, sites_positions
-from benchmark.models import ArchitectureAdapter, ModelSpec, PairMismatchError, check_pair_configs, load_model
+from benchmark.models import (
+    ArchitectureAdapter,
+    LoadedModel,
+    ModelSpec,
+    ModelUnderStudy,
+    PairMismatchError,
+    check_pair_configs,
+    held,
+    load_model,
+)
 
 CIRCUIT = Circuit.of(
     {
@@ -40,6 +49,13 @@ def known(known_answer_model):
     return directory, _load(directory), prompts
 
 
+def _held(model):
+    """An opener for a model built in the test (or loaded by the suite)."""
+    if isinstance(model, LoadedModel):
+        return held(ModelUnderStudy.loaded(model))
+    return held(ModelUnderStudy.of(model))
+
+
 def _with_changed_query(model):
     """A copy whose only difference is the q_proj rows of head CHANGED (last layer)."""
     changed = copy.deepcopy(model)
@@ -55,7 +71,7 @@ def _with_changed_query(model):
 
 def test_identical_models_leave_accuracy_unchanged_and_gain_undefined(known, known_answer_model):
     directory, model, prompts = known
-    result = run_cmap(model, _load(directory), CIRCUIT, prompts, progress=False)
+    result = run_cmap(_held(model), _held(_load(directory)), CIRCUIT, prompts, progress=False)
     assert result.acc_base == result.acc_finetuned == known_answer_model.accuracy
     assert 0 < result.acc_base < 1
     assert not result.gain_defined and result.gap == 0
@@ -98,7 +114,7 @@ def test_patching_the_changed_head_at_the_last_position_gives_the_finetuned_logi
     torch.testing.assert_close(patched_logits(CHANGED), target, atol=1e-5, rtol=1e-5)
     assert (patched_logits((2, 0)) - target).abs().max() > 1e-2  # another head does not do it
     circuit = Circuit.of({"value_fetcher": [CHANGED]})
-    result = run_cmap(base, finetuned, circuit, prompts, progress=False)
+    result = run_cmap(_held(base), _held(finetuned), circuit, prompts, progress=False)
     assert result.entry(Group.VALUE_FETCHER).acc_patched == result.acc_finetuned
     assert result.skipped_groups == tuple(g for g in Group if g is not Group.VALUE_FETCHER)
 
@@ -112,14 +128,14 @@ def test_loaders_hold_one_model_at_a_time(known):
         @contextmanager
         def opened():
             events.append(f"open {name}")
-            yield model
+            yield ModelUnderStudy.of(model)
             events.append(f"close {name}")
 
         return opened
 
     result = run_cmap(loader("base", base), loader("ft", finetuned), CIRCUIT, prompts, progress=False)
     assert events == ["open ft", "close ft", "open base", "close base"]
-    assert result == run_cmap(base, finetuned, CIRCUIT, prompts, progress=False)
+    assert result == run_cmap(_held(base), _held(finetuned), CIRCUIT, prompts, progress=False)
 
 
 def test_model_pair_end_to_end_releases_and_patches(known, tmp_path):
@@ -144,21 +160,33 @@ def test_pairs_differing_in_shape_raise(known, tiny_model_dir):
     directory, base, prompts = known
     gemma = _load(tiny_model_dir("gemma"))  # other head_dim and key-value heads
     with pytest.raises(PairMismatchError, match="head shape"):
-        run_cmap(base, gemma, CIRCUIT, prompts, progress=False)
+        run_cmap(_held(base), _held(gemma), CIRCUIT, prompts, progress=False)
     loaded_gemma = load_model(ModelSpec(str(tiny_model_dir("gemma"))))
     with pytest.raises(PairMismatchError, match="head_dim"):
-        run_cmap(load_model(ModelSpec(str(directory))), loaded_gemma, CIRCUIT, prompts, progress=False)
+        run_cmap(
+            _held(load_model(ModelSpec(str(directory)))),
+            _held(loaded_gemma),
+            CIRCUIT,
+            prompts,
+            progress=False,
+        )
 
 
 def test_empty_groups_raise(known):
     _, base, prompts = known
     with pytest.raises(EmptyGroupError, match="structure_reader"):
-        run_cmap(base, base, Circuit.of({"value_fetcher": [(2, 0)]}), prompts, groups=["structure_reader"])
+        run_cmap(
+            _held(base),
+            _held(base),
+            Circuit.of({"value_fetcher": [(2, 0)]}),
+            prompts,
+            groups=["structure_reader"],
+        )
     with pytest.raises(EmptyGroupError, match="no heads in any group"):
-        run_cmap(base, base, Circuit.of({}), prompts)
+        run_cmap(_held(base), _held(base), Circuit.of({}), prompts)
 
 
 def test_score_of_the_base_is_the_suite_accuracy(known):
     _, base, prompts = known
-    result = run_cmap(base, base, CIRCUIT, prompts, progress=False)
+    result = run_cmap(_held(base), _held(base), CIRCUIT, prompts, progress=False)
     assert result.acc_base == score_accuracy(base, prompts).accuracy

@@ -24,7 +24,7 @@ from benchmark.dcm import (
 )
 from benchmark.dcm.masking import counterfactual_cache, training_step
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.testing import build_tiny_model
 
 CARRIER = (2, 2)  # the one head that carries the answer
@@ -137,10 +137,17 @@ def test_cached_patch_refuses_rows_out_of_order(setup):
 
 def test_run_over_a_circuit_skips_empty_groups_and_overlaps(setup):
     model, adapter, _, data = setup
-    run = run_dcm(model, adapter, CIRCUIT, {Desideratum.OBJECT: data}, dataclasses.replace(CONFIG, epochs=1))
+    run = run_dcm(
+        ModelUnderStudy(model, adapter),
+        CIRCUIT,
+        {Desideratum.OBJECT: data},
+        dataclasses.replace(CONFIG, epochs=1),
+    )
     assert run.pairs() == ((GROUP, Desideratum.OBJECT),)
     assert set(run.skipped_groups) == {g for g in Group if g is not GROUP}
-    transfer = transfer_accuracies(model, adapter, run, {Desideratum.OBJECT: data}, progress=False)
+    transfer = transfer_accuracies(
+        ModelUnderStudy(model, adapter), run, {Desideratum.OBJECT: data}, progress=False
+    )
     (overlap,) = dcm_overlap(run, run, transfer)
     assert overlap.iou == 1.0
     assert (
@@ -161,7 +168,13 @@ def test_errors_name_the_empty_group_and_the_sizes_needed(setup):
     with pytest.raises(EmptyGroupError, match="position_detector"):
         train_mask(model, adapter, CIRCUIT, Group.POSITION_DETECTOR, Desideratum.OBJECT, data, CONFIG)
     with pytest.raises(EmptyGroupError, match="structure_reader"):
-        run_dcm(model, adapter, CIRCUIT, {Desideratum.OBJECT: data}, CONFIG, groups=["structure_reader"])
+        run_dcm(
+            ModelUnderStudy(model, adapter),
+            CIRCUIT,
+            {Desideratum.OBJECT: data},
+            CONFIG,
+            groups=["structure_reader"],
+        )
     too_many = dataclasses.replace(CONFIG, n_train=500)
     with pytest.raises(ValueError, match=r"too few prompts.*'train': 500.*'train': 96"):
         train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, too_many)

@@ -32,7 +32,7 @@ from benchmark.faithfulness import (
     top_k_circuit,
 )
 from benchmark.hooks import mean_ablate
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.path_patching.discovery import DiscoveryConfig, DiscoveryResult, StageResult
 from benchmark.path_patching.sweep import StageEffects
 
@@ -53,7 +53,7 @@ def setup(known_answer_model):
     tokenizer = AutoTokenizer.from_pretrained(known_answer_model.directory)
     adapter = ArchitectureAdapter(model)
     encoded = encode_examples(tokenizer, known_answer_model.examples)
-    means = ablation_means(model, adapter, tokenizer, generate_split(3, "validation", 30))
+    means = ablation_means(ModelUnderStudy(model, adapter, tokenizer), generate_split(3, "validation", 30))
     assert means.shape == (encoded.input_ids.shape[1], 3, 4, 16)
     return model, adapter, encoded, means, known_answer_model.accuracy
 
@@ -80,7 +80,7 @@ def _discovery(stage_means: dict[Group, torch.Tensor | None]) -> DiscoveryResult
 def test_keeping_every_component_gives_faithfulness_exactly_one(setup):
     model, adapter, encoded, means, accuracy = setup
     everything = torch.ones(1, 1, 3, 4, dtype=torch.bool)
-    result = mask_faithfulness(model, adapter, encoded, means, lambda rows: everything)
+    result = mask_faithfulness(ModelUnderStudy(model, adapter), encoded, means, lambda rows: everything)
     assert result.full_accuracy == result.circuit_accuracy == accuracy
     assert result.faithfulness == 1.0 and result.defined and result.n_prompts == 48
 
@@ -91,22 +91,26 @@ def test_keeping_nothing_equals_the_fully_mean_ablated_model(setup):
     assert ablated != accuracy  # the ablation matters, so the comparisons below can fail
     nothing = torch.zeros(1, 1, 3, 4, dtype=torch.bool)
     for keep in (lambda rows: None, lambda rows: nothing):
-        result = mask_faithfulness(model, adapter, encoded, means, keep)
+        result = mask_faithfulness(ModelUnderStudy(model, adapter), encoded, means, keep)
         assert result.circuit_accuracy == ablated
         assert result.faithfulness == ablated / accuracy
 
 
 def test_a_circuit_of_no_heads_equals_the_fully_mean_ablated_model(setup):
     model, adapter, encoded, means, accuracy = setup
-    result = faithfulness(model, adapter, Circuit.of({}), encoded, means)
+    result = faithfulness(ModelUnderStudy(model, adapter), Circuit.of({}), encoded, means)
     assert result.circuit_accuracy == _fully_ablated_accuracy(model, adapter, encoded, means)
     assert result.full_accuracy == accuracy
 
 
 def test_a_circuit_run_keeps_each_group_at_its_position_only(setup):
     model, adapter, encoded, means, accuracy = setup
-    result = faithfulness(model, adapter, CIRCUIT, encoded, means, batch_size=7, full_accuracy=accuracy)
-    by_mask = mask_faithfulness(model, adapter, encoded, means, lambda rows: keep_mask(CIRCUIT, rows, 3, 4))
+    result = faithfulness(
+        ModelUnderStudy(model, adapter), CIRCUIT, encoded, means, batch_size=7, full_accuracy=accuracy
+    )
+    by_mask = mask_faithfulness(
+        ModelUnderStudy(model, adapter), encoded, means, lambda rows: keep_mask(CIRCUIT, rows, 3, 4)
+    )
     everywhere = torch.zeros(1, 1, 3, 4, dtype=torch.bool)
     for layer, head in CIRCUIT.all_heads():
         everywhere[..., layer, head] = True
@@ -134,17 +138,21 @@ def test_zero_full_accuracy_gives_nan_with_a_reason_not_an_error(setup):
 def test_mismatched_means_or_heads_are_clear_errors(setup):
     model, adapter, encoded, means, _ = setup
     with pytest.raises(ValueError, match="means have shape"):
-        faithfulness(model, adapter, CIRCUIT, encoded, means[:-1])
+        faithfulness(ModelUnderStudy(model, adapter), CIRCUIT, encoded, means[:-1])
     with pytest.raises(ValueError, match="outside this model"):
-        faithfulness(model, adapter, Circuit.of({"value_fetcher": [(3, 0)]}), encoded, means)
+        faithfulness(ModelUnderStudy(model, adapter), Circuit.of({"value_fetcher": [(3, 0)]}), encoded, means)
 
 
 def test_random_baseline_is_seeded_and_keeps_group_sizes(setup):
     model, adapter, encoded, means, accuracy = setup
-    first = random_circuit_baseline(model, adapter, CIRCUIT, encoded, means, seed=3, progress=False)
-    again = random_circuit_baseline(model, adapter, CIRCUIT, encoded, means, seed=3, progress=False)
+    first = random_circuit_baseline(
+        ModelUnderStudy(model, adapter), CIRCUIT, encoded, means, seed=3, progress=False
+    )
+    again = random_circuit_baseline(
+        ModelUnderStudy(model, adapter), CIRCUIT, encoded, means, seed=3, progress=False
+    )
     other = random_circuit_baseline(
-        model, adapter, CIRCUIT, encoded, means, n_draws=4, seed=4, progress=False
+        ModelUnderStudy(model, adapter), CIRCUIT, encoded, means, n_draws=4, seed=4, progress=False
     )
     assert len(first.draws) == len(first.results) == 10 and len(other.draws) == 4
     assert first.draws == again.draws and first.faithfulness == again.faithfulness
@@ -153,7 +161,7 @@ def test_random_baseline_is_seeded_and_keeps_group_sizes(setup):
     for draw in first.draws + other.draws:
         assert draw.sizes == CIRCUIT.sizes == first.sizes
         assert all(len(set(draw.heads(group))) == len(draw.heads(group)) for group in GROUPS)
-    assert first.results[0] == faithfulness(model, adapter, first.draws[0], encoded, means)
+    assert first.results[0] == faithfulness(ModelUnderStudy(model, adapter), first.draws[0], encoded, means)
     assert first.mean == statistics.fmean(first.faithfulness)
     assert first.std == statistics.stdev(first.faithfulness)
     assert all(r.full_accuracy == accuracy for r in first.results)
@@ -189,12 +197,16 @@ def test_curve_is_built_from_the_ranking_and_ends_with_every_head(setup):
     effects = -torch.arange(12, dtype=torch.float32).view(3, 4) / 12  # head (2, 3) strongest
     discovery = _discovery({Group.VALUE_FETCHER: effects, Group.POSITION_DETECTOR: effects.flip(0) * 1.5})
     fractions = (1.0, 0.1, 0.25, 0.5)
-    curve = faithfulness_curve(model, adapter, discovery, encoded, means, fractions, progress=False)
+    curve = faithfulness_curve(
+        ModelUnderStudy(model, adapter), discovery, encoded, means, fractions, progress=False
+    )
     assert [p.fraction for p in curve.points] == [0.1, 0.25, 0.5, 1.0]
     assert [p.k for p in curve.points] == [1, 3, 6, 12]
     assert curve.ranking == head_ranking(discovery.stages) and curve.full_accuracy == accuracy
     for point in curve.points:
-        expected = faithfulness(model, adapter, top_k_circuit(curve.ranking, point.k), encoded, means)
+        expected = faithfulness(
+            ModelUnderStudy(model, adapter), top_k_circuit(curve.ranking, point.k), encoded, means
+        )
         assert (point.accuracy, point.faithfulness) == (expected.circuit_accuracy, expected.faithfulness)
     assert len(top_k_circuit(curve.ranking, curve.points[-1].k).all_heads()) == 12
     trapezoid = sum(
@@ -216,8 +228,10 @@ def test_curve_area_is_in_fraction_units_and_k_is_bounded():
 
 def test_cross_model_with_itself_equals_its_own_faithfulness(setup):
     model, adapter, encoded, means, _ = setup
-    own = faithfulness(model, adapter, CIRCUIT, encoded, means)
-    cross = cross_model_faithfulness("base", CIRCUIT, "fine-tuned", model, adapter, encoded, means)
+    own = faithfulness(ModelUnderStudy(model, adapter), CIRCUIT, encoded, means)
+    cross = cross_model_faithfulness(
+        "base", CIRCUIT, "fine-tuned", ModelUnderStudy(model, adapter), encoded, means
+    )
     assert (cross.circuit_model, cross.evaluated_model) == ("base", "fine-tuned")
     assert cross.result == own
 
@@ -228,8 +242,10 @@ def test_evaluate_runs_circuit_baseline_and_curve_with_the_config(setup):
         {Group.VALUE_FETCHER: -torch.rand(3, 4, generator=torch.Generator().manual_seed(0))}
     )
     config = FaithfulnessConfig(n_random=2, curve_fractions=(0.5, 1.0), batch_size=16)
-    report = evaluate_faithfulness(model, adapter, discovery, encoded, means, config, CIRCUIT, progress=False)
+    report = evaluate_faithfulness(
+        ModelUnderStudy(model, adapter), discovery, encoded, means, config, CIRCUIT, progress=False
+    )
     assert report.config == config and FaithfulnessConfig().n_random == 10
-    assert report.circuit == faithfulness(model, adapter, CIRCUIT, encoded, means)
+    assert report.circuit == faithfulness(ModelUnderStudy(model, adapter), CIRCUIT, encoded, means)
     assert len(report.random.draws) == 2 and [p.k for p in report.curve.points] == [6, 12]
     assert report.curve.full_accuracy == accuracy

@@ -9,7 +9,7 @@ from benchmark.circuit import GROUPS, Circuit, Group
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs, build_pairs, encode_pairs, generate_split
 from benchmark.hooks import capture_head_outputs, head_output_means, patch_head_outputs
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.path_patching import STAGES, StageEffects, sweep_stage
 from benchmark.path_patching.discovery import DiscoveryConfig, discover_circuit, prune_minimal, select_heads
 from benchmark.path_patching.reference import reference_stage
@@ -36,7 +36,9 @@ def _receivers(stage):
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.group.value)
 def test_batched_sweep_equals_the_plain_loop(tiny, stage):
     model, adapter, pairs = tiny
-    fast = sweep_stage(model, adapter, pairs, stage, _receivers(stage), rows_per_pass=10, progress=False)
+    fast = sweep_stage(
+        ModelUnderStudy(model, adapter), pairs, stage, _receivers(stage), rows_per_pass=10, progress=False
+    )
     plain = reference_stage(model, adapter, pairs, stage, _receivers(stage))
     assert fast.mean.abs().max() > 1e-3  # the comparison is not between two zero arrays
     torch.testing.assert_close(fast.mean, plain.mean, atol=1e-5, rtol=0)
@@ -47,13 +49,15 @@ def test_batched_sweep_equals_the_plain_loop(tiny, stage):
 def test_counterfactual_equal_to_clean_gives_exactly_zero(tiny, stage):
     model, adapter, pairs = tiny
     same = EncodedPairs(pairs.clean, pairs.clean, pairs.target_ids)
-    effects = sweep_stage(model, adapter, same, stage, _receivers(stage), rows_per_pass=7, progress=False)
+    effects = sweep_stage(
+        ModelUnderStudy(model, adapter), same, stage, _receivers(stage), rows_per_pass=7, progress=False
+    )
     assert torch.equal(effects.mean, torch.zeros_like(effects.mean))
 
 
 def test_heads_that_cannot_reach_the_receivers_have_zero_effect(tiny):
     model, adapter, pairs = tiny
-    effects = sweep_stage(model, adapter, pairs, STAGES[1], ((1, 0),), progress=False)
+    effects = sweep_stage(ModelUnderStudy(model, adapter), pairs, STAGES[1], ((1, 0),), progress=False)
     assert torch.equal(effects.mean[1:], torch.zeros_like(effects.mean[1:]))
     assert effects.mean[0].abs().max() > 0
 
@@ -61,7 +65,7 @@ def test_heads_that_cannot_reach_the_receivers_have_zero_effect(tiny):
 def test_logits_stage_in_the_last_layer_equals_activation_patching(tiny):
     model, adapter, pairs = tiny
     stage, last = STAGES[0], adapter.shape.n_layers - 1
-    effects = sweep_stage(model, adapter, pairs, stage, progress=False)
+    effects = sweep_stage(ModelUnderStudy(model, adapter), pairs, stage, progress=False)
     positions = site_positions(stage.site, pairs.clean)[:, None]
     with torch.no_grad(), capture_head_outputs(adapter, positions, layers=[last]) as cf:
         model(pairs.counterfactual.input_ids)
@@ -108,7 +112,9 @@ def test_discovery_runs_end_to_end_and_keeps_every_stage_effect_array(tiny):
     model, adapter, pairs = tiny
     means = head_output_means(model, adapter, pairs.counterfactual.input_ids)
     config = DiscoveryConfig(effect_threshold=-1e-4, z_score=0.0, rows_per_pass=16)
-    result = discover_circuit(model, adapter, pairs, pairs.clean, means, config, progress=False)
+    result = discover_circuit(
+        ModelUnderStudy(model, adapter), pairs, pairs.clean, means, config, progress=False
+    )
     assert [s.group for s in result.stages] == list(GROUPS)
     shape = (adapter.shape.n_layers, adapter.shape.n_heads)
     assert all(s.effects is None or tuple(s.effects.mean.shape) == shape for s in result.stages)
@@ -122,6 +128,8 @@ def test_a_stage_without_receivers_is_skipped_not_run(tiny):
     model, adapter, pairs = tiny
     means = head_output_means(model, adapter, pairs.counterfactual.input_ids)
     strict = DiscoveryConfig(effect_threshold=-10.0)
-    result = discover_circuit(model, adapter, pairs, pairs.clean, means, strict, progress=False)
+    result = discover_circuit(
+        ModelUnderStudy(model, adapter), pairs, pairs.clean, means, strict, progress=False
+    )
     assert result.stages[0].effects is not None and result.stages[0].selected == ()
     assert all(s.effects is None and s.skipped_because for s in result.stages[1:])

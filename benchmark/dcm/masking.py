@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import forward_last, model_device, score_accuracy
+from benchmark.accuracy import forward_last, score_accuracy
 from benchmark.circuit import GROUP_SITE, Circuit, Group, Head
 from benchmark.circuit_run import group_positions
 from benchmark.data import (
@@ -36,6 +36,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.hooks import edit_head_outputs
 from benchmark.models import ArchitectureAdapter
+from benchmark.models.study import model_device
 from benchmark.records import DCMMask
 from benchmark.settings import DCMConfig
 

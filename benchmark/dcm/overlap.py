@@ -22,7 +22,7 @@ from benchmark.dcm.masking import (
     patch_accuracy,
     train_mask,
 )
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ModelUnderStudy
 from benchmark.records import DCMMask, DCMOverlap
 
 Key = tuple[Group, Desideratum]
@@ -78,8 +78,7 @@ def build_dcm_data(
 
 
 def run_dcm(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     circuit: Circuit,
     data: Mapping[Desideratum, DCMData],
     config: DCMConfig | None = None,
@@ -92,19 +91,20 @@ def run_dcm(
     keys = [(g, Desideratum(d)) for g in chosen for d in data]
     results = []
     for group, desideratum in tqdm(keys, desc="dcm", unit="mask", disable=not progress):
-        results.append(train_mask(model, adapter, circuit, group, desideratum, data[desideratum], config))
+        pairs = data[desideratum]
+        results.append(train_mask(study.model, study.adapter, circuit, group, desideratum, pairs, config))
     return DCMRun(config, tuple(results), skipped)
 
 
 def transfer_accuracies(
-    model, adapter: ArchitectureAdapter, source: DCMRun, data: Mapping[Desideratum, DCMData], progress=True
+    study: ModelUnderStudy, source: DCMRun, data: Mapping[Desideratum, DCMData], progress=True
 ) -> dict[Key, float]:
     """Test accuracy of patching `source`'s selected heads in `model` (e.g. base heads in the fine-tuned)."""
     accuracies = {}
     for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
         test = data[result.desideratum].test.select(slice(0, result.n_test))
         accuracies[(result.group, result.desideratum)] = patch_accuracy(
-            model, adapter, result.heads, result.group, test, source.config.eval_batch_size
+            study.model, study.adapter, result.heads, result.group, test, source.config.eval_batch_size
         )
     return accuracies
 

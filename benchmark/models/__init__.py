@@ -21,7 +21,7 @@ _EXPORTS = {
         "ModelPair", "PairMismatchError", "check_pair", "check_pair_configs", "load_pair", "release",
         "vocab_difference",
     ),
-    "study": ("ModelUnderStudy",),
+    "study": ("ModelUnderStudy", "Opener", "held", "model_device", "opened"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

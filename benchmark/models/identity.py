@@ -46,7 +46,6 @@ class AdapterRecord:
         return Path(self.path).name or self.path
 
 
-
 @dataclass(frozen=True)
 class ModelRecord:
     """Identity of one loaded model for a result: source, revision, bytes, geometry and tokenizer."""

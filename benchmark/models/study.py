@@ -1,44 +1,85 @@
-"""The model under study: a loaded model with its architecture adapter, built once per load.
-
-Methods that hook into heads need both the model and where its heads live; the pipeline hands them this
-one object instead of a (model, adapter) pair assembled at each call.
+"""The model under study: a model with its architecture adapter (built once per load), its tokenizer and
+record when known, and the calls into transformers' key-value cache whose spelling changed across
+versions. Every method takes one of these instead of a (model, adapter) pair assembled at each call.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from benchmark.models.adapter import ArchitectureAdapter
 from benchmark.models.identity import ModelRecord
-from benchmark.models.loading import LoadedModel
+from benchmark.models.loading import LoadedModel, ModelSpec
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (where inputs must go; accelerate moves them on)."""
+    return next(model.parameters()).device
 
 
 @dataclass(frozen=True)
 class ModelUnderStudy:
-    """A `LoadedModel` and its `ArchitectureAdapter` (where each head's output and q/k/v are)."""
+    """A causal LM ready for hooks, where its heads are (`adapter`), and what it was loaded as."""
 
-    loaded: LoadedModel
+    model: torch.nn.Module
     adapter: ArchitectureAdapter
+    tokenizer: Any = None  # the fast tokenizer, when the caller has it
+    record: ModelRecord | None = None  # identity, when loaded by `benchmark.models.load_model`
+    spec: ModelSpec | None = None  # what it was loaded from, likewise
+    _cache_keyword: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parameters = inspect.signature(self.model.forward).parameters
+        object.__setattr__(self, "_cache_keyword", "cache" if "cache" in parameters else "past_key_values")
 
     @classmethod
-    def of(cls, loaded: LoadedModel) -> ModelUnderStudy:
-        return cls(loaded, ArchitectureAdapter(loaded.model))
+    def of(cls, model: torch.nn.Module, tokenizer=None) -> ModelUnderStudy:
+        """A model built or loaded by the caller (its adapter is built here, once)."""
+        return cls(model, ArchitectureAdapter(model), tokenizer)
 
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.loaded.model
-
-    @property
-    def tokenizer(self):
-        return self.loaded.tokenizer
-
-    @property
-    def record(self) -> ModelRecord:
-        return self.loaded.record
+    @classmethod
+    def loaded(cls, loaded: LoadedModel) -> ModelUnderStudy:
+        """A model loaded by `benchmark.models.load_model`, with its tokenizer, record and spec."""
+        adapter = ArchitectureAdapter(loaded.model)
+        return cls(loaded.model, adapter, loaded.tokenizer, loaded.record, loaded.spec)
 
     @property
     def device(self) -> torch.device:
-        """Where the model's first parameters live (inputs go there; accelerate moves them on)."""
-        return next(self.model.parameters()).device
+        return model_device(self.model)
+
+    def prefill(self, input_ids: torch.Tensor):
+        """Run `input_ids` [batch, pos] and return the key-value cache (transformers' old or new name)."""
+        output = self.model(input_ids, use_cache=True)
+        return getattr(output, "cache", None) or output.past_key_values
+
+    def extend(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        """Logits [batch, pos, vocab] of `input_ids` continuing after `cache` (which grows by them)."""
+        return self.model(input_ids, **{self._cache_keyword: cache, "use_cache": True}).logits
+
+    @staticmethod
+    def cached_values(cache, layer: int) -> torch.Tensor:
+        """The cached v of one layer: [batch, kv_head, pos, d] (DynamicCache's old or new layout)."""
+        layers = getattr(cache, "layers", None)
+        return layers[layer].values if layers is not None else cache.value_cache[layer]
+
+
+# Opens a model for a `with` block (and may release it after): how CMAP holds one model at a time.
+Opener = Callable[[], AbstractContextManager[ModelUnderStudy]]
+
+
+def held(study: ModelUnderStudy) -> Opener:
+    """An opener for a model that is already loaded (and stays loaded)."""
+    return lambda: nullcontext(study)
+
+
+@contextmanager
+def opened(load: Callable[[], AbstractContextManager[LoadedModel]]) -> Iterator[ModelUnderStudy]:
+    """The model a loader opens, as a model under study, for the loader's block."""
+    with load() as loaded:
+        yield ModelUnderStudy.loaded(loaded)

@@ -16,7 +16,7 @@ from benchmark.circuit import GROUPS, Circuit, Group, Head
 from benchmark.circuit_run import circuit_intervention
 from benchmark.data import EncodedPairs, EncodedPrompts
 from benchmark.kinds import defined
-from benchmark.models import ArchitectureAdapter
+from benchmark.models import ModelUnderStudy
 from benchmark.path_patching.sweep import STAGES, StageEffects, sweep_stage
 from benchmark.records import Discovery, DiscoveryStage
 from benchmark.settings import DiscoveryConfig
@@ -66,9 +66,7 @@ def select_heads(effects: StageEffects, config: DiscoveryConfig) -> tuple[Head, 
     return tuple(heads[: config.max_heads(mean.numel())])
 
 
-def run_stages(
-    model, adapter: ArchitectureAdapter, pairs: EncodedPairs, config: DiscoveryConfig, progress=True
-):
+def run_stages(study: ModelUnderStudy, pairs: EncodedPairs, config: DiscoveryConfig, progress=True):
     """Run the four stages in order, each stage's receivers being the previous stage's selection."""
     results: list[StageResult] = []
     receivers: tuple[Head, ...] | None = None
@@ -79,7 +77,7 @@ def run_stages(
             receivers = ()
             continue
         effects = sweep_stage(
-            model, adapter, pairs, stage, receivers, config.rows_per_pass, config.batch_size, progress
+            study, pairs, stage, receivers, config.rows_per_pass, config.batch_size, progress
         )
         receivers = select_heads(effects, config)
         results.append(StageResult(stage.group, effects, receivers))
@@ -109,8 +107,7 @@ def prune_minimal(circuit: Circuit, metric, tolerance: float, progress: bool = T
 
 
 def discover_circuit(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     pairs: EncodedPairs,
     minimality_prompts: EncodedPrompts,
     means: torch.Tensor,
@@ -119,7 +116,8 @@ def discover_circuit(
 ) -> DiscoveryResult:
     """Path-patch the four stages on `pairs`, select, then prune on `minimality_prompts` (circuit runs
     with every other component mean-ablated to `means` [pos, layer, head, d])."""
-    stages = run_stages(model, adapter, pairs, config, progress)
+    model, adapter = study.model, study.adapter
+    stages = run_stages(study, pairs, config, progress)
     selected = Circuit.of({result.group: result.selected for result in stages})
 
     def metric(circuit: Circuit) -> float:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.accuracy import answer_probability, model_device
+from benchmark.accuracy import answer_probability
 from benchmark.circuit import GROUP_SITE, Head
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.hooks import capture_head_outputs, capture_qkv, patch_head_outputs, patch_qkv
 from benchmark.models import ArchitectureAdapter
+from benchmark.models.study import model_device
 from benchmark.path_patching.sweep import (
     Stage,
     StageEffects,

@@ -16,7 +16,6 @@ value) through the same passes; effects are relative to it, so an unchanged send
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,13 +24,14 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import answer_probability, model_device
+from benchmark.accuracy import answer_probability
 from benchmark.circuit import GROUP_SITE, Group, Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.head_cache import capture_heads
 from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv
-from benchmark.models import QKV, ArchitectureAdapter
+from benchmark.models import QKV, ArchitectureAdapter, ModelUnderStudy
+from benchmark.models.study import model_device
 
 
 @dataclass(frozen=True)
@@ -135,32 +135,22 @@ def _chunks(n_prompts: int, max_prompts: int) -> Iterator[torch.Tensor]:
     yield from torch.arange(n_prompts).split(max_prompts)
 
 
-def _cached_values(cache, layer: int) -> torch.Tensor:
-    """The cached v of one layer: [batch, kv_head, pos, d] (transformers' DynamicCache, old or new layout)."""
-    layers = getattr(cache, "layers", None)
-    return layers[layer].values if layers is not None else cache.value_cache[layer]
-
-
 class _SuffixRun:
     """Pass 2 for a prompt chunk repeated k times: a clean prefix up to the receivers' reading position (their
     group's position), then the rest, with the receivers' q (read there) or v (cached, at the senders'
     position) replaced. Heads before the reading position keep their clean outputs."""
 
     def __init__(
-        self, model, adapter, prompts: _Prompts, chunk: torch.Tensor, k: int, stage: Stage, receivers
+        self, study: ModelUnderStudy, prompts: _Prompts, chunk: torch.Tensor, k: int, stage: Stage, receivers
     ):
         if stage.receiver_kind is QKV.K:
             raise ValueError("path patching into keys is not supported (cached keys carry rotary embeddings)")
-        self.model, self.kind = model, stage.receiver_kind
+        self.study, self.kind, adapter = study, stage.receiver_kind, study.adapter
         self.layers, self.mask = receiver_mask(adapter, receivers, stage.receiver_kind)
-        ids = prompts.pairs.clean.input_ids[chunk].to(model_device(model))
+        ids = prompts.pairs.clean.input_ids[chunk].to(study.device)
         reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
-        prefix = model(ids[:, :reader], use_cache=True)
-        self.cache = getattr(prefix, "cache", None) or prefix.past_key_values
+        self.cache = study.prefill(ids[:, :reader])
         self.cache.batch_repeat_interleave(k)
-        self.cache_kwarg = (
-            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        )
         self.suffix = ids[:, reader:].repeat_interleave(k, 0)
         self.answers = prompts.pairs.clean.answer_ids[chunk].repeat_interleave(k)
         self.sender_positions = prompts.positions[chunk].repeat_interleave(k)  # [rows]
@@ -173,7 +163,7 @@ class _SuffixRun:
         rows = torch.arange(len(self.suffix))[:, None]
         for index, layer in enumerate(self.layers):
             groups = self.mask[index].nonzero()[:, 0][None]  # [1, group]
-            cached = _cached_values(self.cache, layer)
+            cached = self.study.cached_values(self.cache, layer)
             new = receiver_values[:, 0, index][rows, groups]  # [rows, group, d]
             cached[rows, groups, self.sender_positions[:, None]] = new.to(cached.device, cached.dtype)
 
@@ -185,9 +175,7 @@ class _SuffixRun:
             self._write_values(receiver_values)
             context = nullcontext()
         with context:
-            logits = self.model(self.suffix, **{self.cache_kwarg: self.cache, "use_cache": True}).logits[
-                :, -1
-            ]
+            logits = self.study.extend(self.suffix, self.cache)[:, -1]
         self.cache.crop(-self.suffix.shape[1])
         return answer_probability(logits, self.answers)
 
@@ -203,8 +191,7 @@ def _sender_batches(senders: list[Head], k: int) -> Iterator[list[Head]]:
 
 @torch.inference_mode()
 def sweep_stage(
-    model,
-    adapter: ArchitectureAdapter,
+    study: ModelUnderStudy,
     pairs: EncodedPairs,
     stage: Stage,
     receivers: tuple[Head, ...] | None = None,
@@ -217,6 +204,7 @@ def sweep_stage(
         raise ValueError(
             f"stage {stage.group.value} needs receivers, but group {stage.receivers.value} is empty"
         )
+    model, adapter = study.model, study.adapter
     prompts = _prepare(model, adapter, pairs, stage.site, batch_size)
     senders = senders_of(adapter, receivers if stage.receivers is not None else None)
     n, shape = len(pairs), adapter.shape
@@ -224,11 +212,7 @@ def sweep_stage(
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)
     for chunk in _chunks(n, rows_per_pass):
         k = max(1, rows_per_pass // len(chunk))
-        suffix = (
-            None
-            if stage.receivers is None
-            else _SuffixRun(model, adapter, prompts, chunk, k, stage, receivers)
-        )
+        suffix = None if stage.receivers is None else _SuffixRun(study, prompts, chunk, k, stage, receivers)
         layers = None if suffix is None else suffix.layers
         probabilities: dict[Head, torch.Tensor] = {}
         for batch in _sender_batches(senders, k):

@@ -10,7 +10,7 @@ from importlib.metadata import version
 from benchmark.accuracy import AccuracyResult, score_accuracy
 from benchmark.data import Split, encode_examples
 from benchmark.kinds import defined
-from benchmark.models import LoadedModel
+from benchmark.models import ModelUnderStudy
 from benchmark.models.loading import resolve_source
 from benchmark.records import Accuracy
 from benchmark.tasks import TASKS_DIR, task_names
@@ -37,27 +37,27 @@ class BehaviourRun:
         return Accuracy(self.lm_eval_accuracy, self.suite.n, per_position, self.suite.n_per_position)
 
 
-def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tuple[float, str]:
-    """lm-eval's `acc` of the loaded model on the task that regenerates `split` (same words, seed, size)."""
+def lm_eval_accuracy(study: ModelUnderStudy, split: Split, batch_size: int) -> tuple[float, str]:
+    """lm-eval's `acc` of the model on the task that regenerates `split` (same words, seed, size)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     task = task_names()[split.n_boxes]
-    source = resolve_source(loaded.spec)
+    source = resolve_source(study.spec)
     metadata = {"pretrained": source.location, "n_prompts": len(split.examples), "seed": split.seed}
     if source.gguf_file:
         metadata["gguf_file"] = source.gguf_file
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
-    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+    lm = HFLM(pretrained=study.model, tokenizer=study.tokenizer, batch_size=batch_size)
     output = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, log_samples=False)
     return float(output["results"][task]["acc,none"]), task
 
 
-def measure_behaviour(loaded: LoadedModel, split: Split, batch_size: int) -> BehaviourRun:
+def measure_behaviour(study: ModelUnderStudy, split: Split, batch_size: int) -> BehaviourRun:
     """Score the model through lm-eval and through the suite; warn loudly if they ever disagree."""
-    accuracy, task = lm_eval_accuracy(loaded, split, batch_size)
-    suite = score_accuracy(loaded.model, encode_examples(loaded.tokenizer, split.examples), batch_size)
+    accuracy, task = lm_eval_accuracy(study, split, batch_size)
+    suite = score_accuracy(study.model, encode_examples(study.tokenizer, split.examples), batch_size)
     behaviour = BehaviourRun(accuracy, suite, task, version("lm_eval"))
     if not behaviour.agree:
         logger.warning("lm-eval accuracy %.6f differs from the suite's %.6f", accuracy, suite.accuracy)

@@ -26,16 +26,15 @@ class OneModelAtATime:
         side = Side(side)
         if self._side is not side:
             self.release()
-            self._study = ModelUnderStudy.of(self.pair.load(side.value, self.progress))
+            self._study = ModelUnderStudy.loaded(self.pair.load(side.value, self.progress))
             self._side = side
             self.loads.append(side)
         return self._study
 
     @contextmanager
-    def use(self, side: Side) -> Iterator:
-        """`get` as a context manager yielding the `LoadedModel` (for `run_cmap`'s loaders); the model
-        stays loaded afterwards."""
-        yield self.get(side).loaded
+    def use(self, side: Side) -> Iterator[ModelUnderStudy]:
+        """`get` as a context manager (an opener for `run_cmap`); the model stays loaded afterwards."""
+        yield self.get(side)
 
     def release(self) -> None:
         """Drop the loaded model and free its memory (also on the GPU)."""

@@ -90,13 +90,12 @@ def _record(run: ScoreRun, side: Side, inputs: dict):
 
 
 def _behaviour(run: ScoreRun, side: Side, inputs: dict):
-    return measure_behaviour(run.models.get(side).loaded, run.splits["behaviour"], run.settings.batch_size)
+    return measure_behaviour(run.models.get(side), run.splits["behaviour"], run.settings.batch_size)
 
 
 def _means(run: ScoreRun, side: Side, inputs: dict):
-    study, s = run.models.get(side), run.settings
-    split, seed = run.splits["reference"], s.faithfulness.seed
-    return ablation_means(study.model, study.adapter, study.tokenizer, split, seed, s.batch_size)
+    s = run.settings
+    return ablation_means(run.models.get(side), run.splits["reference"], s.faithfulness.seed, s.batch_size)
 
 
 def _discovery(run: ScoreRun, side: Side, inputs: dict):
@@ -104,17 +103,15 @@ def _discovery(run: ScoreRun, side: Side, inputs: dict):
     pairs = build_pairs(run.splits["path_patching"], "path_patching", config.seed)
     encoded = encode_pairs(study.tokenizer, pairs)
     minimality = encode_examples(study.tokenizer, run.splits["minimality"].examples)
-    return discover_circuit(
-        study.model, study.adapter, encoded, minimality, inputs["means"], config, run.progress
-    )
+    return discover_circuit(study, encoded, minimality, inputs["means"], config, run.progress)
 
 
 def _faithfulness(run: ScoreRun, side: Side, inputs: dict):
-    study, discovery = run.models.get(side), inputs["discovery"]
     full = inputs["behaviour"].suite.accuracy  # the unmodified model on the same test prompts
+    study, config = run.models.get(side), run.settings.faithfulness
     return evaluate_faithfulness(
-        study.model, study.adapter, discovery, run.test_prompts, inputs["means"], run.settings.faithfulness,
-        progress=run.progress, full_accuracy=full,
+        study, inputs["discovery"], run.test_prompts, inputs["means"], config, progress=run.progress,
+        full_accuracy=full,
     )  # fmt: skip
 
 
@@ -122,15 +119,13 @@ def _dcm(run: ScoreRun, side: Side, inputs: dict):
     circuit = inputs["discovery"].circuit
     if not circuit.all_heads():
         return None  # nothing to mask
-    study = run.models.get(side)
-    return run_dcm(study.model, study.adapter, circuit, run.dcm_data, run.settings.dcm, progress=run.progress)
+    return run_dcm(run.models.get(side), circuit, run.dcm_data, run.settings.dcm, progress=run.progress)
 
 
 def _cross_faithfulness(run: ScoreRun, side: None, inputs: dict):
-    study = run.models.get(Side.FINETUNED)
     circuit = inputs["base.discovery"].circuit
     return cross_model_faithfulness(
-        Side.BASE.value, circuit, Side.FINETUNED.value, study.model, study.adapter, run.test_prompts,
+        Side.BASE.value, circuit, Side.FINETUNED.value, run.models.get(Side.FINETUNED), run.test_prompts,
         inputs["finetuned.means"], run.settings.batch_size,
     ).result  # fmt: skip
 
@@ -139,8 +134,7 @@ def _dcm_transfer(run: ScoreRun, side: None, inputs: dict):
     base_dcm = inputs["base.dcm"]
     if base_dcm is None:
         return {}
-    study = run.models.get(Side.FINETUNED)
-    return transfer_accuracies(study.model, study.adapter, base_dcm, run.dcm_data, run.progress)
+    return transfer_accuracies(run.models.get(Side.FINETUNED), base_dcm, run.dcm_data, run.progress)
 
 
 def _dcm_overlap(run: ScoreRun, side: None, inputs: dict):
