@@ -95,6 +95,21 @@ def test_same_inputs_give_the_same_json_except_timing(pair, tmp_path):
     assert _without_timing(first.path) == _without_timing(second.path)
 
 
+def test_a_rerun_reads_every_stage_from_the_run_directory(pair, tmp_path):
+    first = _score(pair, tmp_path / "run")
+    assert not any(stage.cached for stage in first.outputs.stages)
+    again = _score(pair, tmp_path / "run")
+    assert [stage.id for stage in again.outputs.stages if not stage.cached] == []
+    assert _without_timing(again.path) == _without_timing(first.path)
+
+
+def test_changing_a_dcm_setting_reruns_dcm_and_not_path_patching(pair, tmp_path):
+    _score(pair, tmp_path / "run")
+    changed = _score(pair, tmp_path / "run", dcm={**SMALL["dcm"], "epochs": 1})
+    rerun = {stage.id for stage in changed.outputs.stages if not stage.cached}
+    assert rerun == {"base.dcm", "finetuned.dcm", "cross.dcm_transfer", "cross.dcm_overlap"}
+
+
 def test_a_stage_whose_settings_changed_reruns(pair, tmp_path, monkeypatch):
     _score(pair, tmp_path / "run")
     calls = []
@@ -133,8 +148,8 @@ def test_default_run_dirs_of_the_zoo_pairs_differ():
     from benchmark.zoo import REFERENCE_PAIRS
 
     dirs = {name: default_run_dir(Pair(*pair.specs())) for name, pair in REFERENCE_PAIRS.items()}
-    assert dirs["organism"].name == "smollm2-organism-base__smollm2-organism-finetuned"
-    assert dirs["arithmetic"].name == "smollm2-organism-base__smollm2-arithmetic"
+    assert dirs["organism"].name.startswith("smollm2-organism-base__smollm2-organism-finetuned__")
+    assert dirs["arithmetic"].name.startswith("smollm2-organism-base__smollm2-arithmetic__")
 
 
 def test_summary_row_shows_three_decimals_and_dashes():

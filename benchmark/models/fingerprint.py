@@ -63,6 +63,18 @@ def weight_files(directory: Path, gguf_file: str | None = None) -> tuple[Path, .
     return ()
 
 
+# Files beside the weights that change what a model computes or how its prompts are tokenized.
+_SETTINGS_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt",
+)  # fmt: skip
+
+
+def settings_files(directory: Path) -> tuple[Path, ...]:
+    """The config and tokenizer files present in a model directory, in a fixed order."""
+    return tuple(directory / name for name in _SETTINGS_FILES if (directory / name).is_file())
+
+
 def vocab_sha256(vocab: dict[str, int]) -> str:
     """SHA-256 of the token -> id map as canonical JSON: equal hashes mean identical vocabularies."""
     canonical = json.dumps(sorted(vocab.items()), ensure_ascii=False, separators=(",", ":"))

@@ -26,7 +26,13 @@ from transformers.utils import cached_file
 from benchmark.builtin import BuiltinModelError, is_builtin, resolve_builtin_model
 from benchmark.errors import BenchmarkError
 from benchmark.models.adapter import UnsupportedArchitectureError, architecture_spec, head_shape
-from benchmark.models.fingerprint import adapter_record, sha256_files, vocab_sha256, weight_files
+from benchmark.models.fingerprint import (
+    adapter_record,
+    settings_files,
+    sha256_files,
+    vocab_sha256,
+    weight_files,
+)
 from benchmark.models.identity import ModelRecord
 
 DTYPES: dict[str, torch.dtype] = {
@@ -308,15 +314,17 @@ def load_model(spec: ModelSpec, progress: bool | None = None) -> LoadedModel:
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:
-    """SHA-256 over what a spec loads (weights, adapters, loading options) without loading the model.
+    """SHA-256 over what a spec loads (weights, config and tokenizer files, adapters, loading options)
+    without loading the model.
 
-    Keys the pipeline's cached stages: changed weights or adapters make them stale.
+    Keys the pipeline's cached stages: changed weights, config, tokenizer or adapters make them stale.
     """
     source = resolve_source(spec)
     directory, revision = _local_files(spec, source)
     parts = [
         json.dumps({**spec.to_dict(), "revision": revision}, sort_keys=True),
         sha256_files(weight_files(directory, source.gguf_file)),
+        *(f"{path.name} {sha256_files((path,))}" for path in settings_files(directory)),
         *(json.dumps(asdict(adapter_record(d)), sort_keys=True, default=str) for d in adapter_dirs(spec)),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

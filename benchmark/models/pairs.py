@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from benchmark.errors import BenchmarkError
 from benchmark.models.adapter import head_shape
@@ -84,13 +84,28 @@ def vocab_difference(
     )
 
 
+# A prompt of the task: both tokenizers must split it into the same ids (special tokens included).
+_PROBE = "The apple is in Box F, the computer is in Box Q. Box F contains the"
+
+
+def tokenization_difference(base, finetuned) -> str | None:
+    """How two tokenizers encode the same prompt differently (BOS/EOS handling, normalizers), or None."""
+    a, b = base.encode(_PROBE), finetuned.encode(_PROBE)
+    if a == b:
+        return None
+    return (
+        f"tokenization of one prompt: {len(a)} vs {len(b)} tokens, starting {a[:3]} vs {b[:3]} (special "
+        "tokens such as BOS/EOS are added differently; use the same tokenizer files for both models)"
+    )
+
+
 def _raise_if_different(
-    base_name: str, ft_name: str, configs: tuple[PretrainedConfig, ...], vocabs: tuple[dict, ...]
+    base_name: str, ft_name: str, configs: tuple[PretrainedConfig, ...], tokenizers: tuple
 ) -> HeadShape:
     differences = config_differences(*configs)
-    vocab = vocab_difference(*vocabs)
-    if vocab:
-        differences.append(vocab)
+    vocab = vocab_difference(*(tokenizer.get_vocab() for tokenizer in tokenizers))
+    tokenization = tokenization_difference(*tokenizers)
+    differences += [text for text in (vocab, tokenization) if text]
     if differences:
         raise PairMismatchError(
             f"base {base_name!r} and fine-tuned {ft_name!r} cannot be compared head by head; they differ in "
@@ -105,7 +120,7 @@ def check_pair(base: LoadedModel, finetuned: LoadedModel) -> HeadShape:
         base.spec.model,
         finetuned.spec.model,
         (base.model.config, finetuned.model.config),
-        (base.tokenizer.get_vocab(), finetuned.tokenizer.get_vocab()),
+        (base.tokenizer, finetuned.tokenizer),
     )
 
 
@@ -165,16 +180,17 @@ def check_pair_configs(base: ModelSpec, finetuned: ModelSpec) -> ModelPair:
 
     Raises PairMismatchError naming each difference; missing paths and adapters fail here too.
     """
-    read: dict[tuple, tuple[PretrainedConfig, dict[str, int]]] = {}
+    read: dict[tuple, tuple[PretrainedConfig, PreTrainedTokenizerBase]] = {}
     for spec in (base, finetuned):
         adapter_dirs(spec)
         if _base_key(spec) not in read:  # two adapter chains on one base read it once (GGUF parsing is slow)
             source = resolve_source(spec)
-            read[_base_key(spec)] = (load_config(spec, source), load_tokenizer(spec, source).get_vocab())
-    (config_a, vocab_a), (config_b, vocab_b) = read[_base_key(base)], read[_base_key(finetuned)]
-    shape = _raise_if_different(base.model, finetuned.model, (config_a, config_b), (vocab_a, vocab_b))
+            read[_base_key(spec)] = (load_config(spec, source), load_tokenizer(spec, source))
+    (config_a, tokenizer_a), (config_b, tokenizer_b) = read[_base_key(base)], read[_base_key(finetuned)]
+    configs, tokenizers = (config_a, config_b), (tokenizer_a, tokenizer_b)
+    shape = _raise_if_different(base.model, finetuned.model, configs, tokenizers)
     model_type = _text_config(config_a).model_type
-    return ModelPair(base, finetuned, model_type, shape, vocab_sha256(vocab_a))
+    return ModelPair(base, finetuned, model_type, shape, vocab_sha256(tokenizer_a.get_vocab()))
 
 
 def load_pair(

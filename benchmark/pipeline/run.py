@@ -12,6 +12,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.models import ModelSpec
 from benchmark.pipeline.assemble import assemble
 from benchmark.pipeline.pair import Pair
+from benchmark.pipeline.rundir import write_atomically
 from benchmark.pipeline.score import PairOutputs, ScoreRun, default_run_dir
 from benchmark.plots import plot_faithfulness_curves, plot_head_effects
 from benchmark.records import Result, StageTime, Timing
@@ -78,5 +79,5 @@ def score_pair(
         raise InvalidResultError(f"the assembled result does not validate:\n{listing}")
     path = Path(out) if out else run_dir / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_atomically(path, text)
     return Scored(result, path, run_dir, write_plots(outputs, run_dir / "plots"), outputs)

@@ -2,19 +2,28 @@
 
 A stage's file is written atomically when the stage finishes, so an interrupted run loses at most the
 stage in progress. A stage whose key changed (other settings, other weights, other suite version) reruns.
+Stage files are read with PyTorch's weights-only unpickler, allowing only the suite's own records.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import fcntl
 import hashlib
+import importlib
 import json
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmark.errors import BenchmarkError
 
 
 def stage_key(*parts: Any) -> str:
@@ -32,12 +41,80 @@ class StageRecord:
     seconds: float
 
 
+class UnsafeStageFile(ValueError):
+    """A stage file names a Python object that is not one of the suite's records."""
+
+
+def _stage_types(path: Path) -> list[type]:
+    """The classes a stage file needs, each checked to be a dataclass or an enum of this package.
+
+    Loading then runs PyTorch's weights-only unpickler with exactly these allowed: no function, no foreign
+    class, so a crafted file cannot execute code (it can only fail to load).
+    """
+    allowed = []
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(path):
+        module, _, attribute = name.rpartition(".")
+        cls = (
+            getattr(importlib.import_module(module), attribute, None)
+            if module.startswith("benchmark.")
+            else None
+        )
+        if not (isinstance(cls, type) and (dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum))):
+            raise UnsafeStageFile(f"{name} is not a record of the suite")
+        allowed.append(cls)
+    return allowed
+
+
+class RunDirectoryError(BenchmarkError):
+    """The run directory cannot be written, or another run is using it."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path` (never half a file)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 class RunDirectory:
-    """Per-stage results of one `etbench score` run, in `<root>/stages/<name>.pt`."""
+    """Per-stage results of one `etbench score` run, in `<root>/stages/<name>.pt`.
+
+    Checked writable when opened (before any stage is computed, so no computed stage is lost to a
+    read-only folder); `lock()` keeps a second run out while one uses it.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        (self.root / "stages").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / "stages").mkdir(parents=True, exist_ok=True)
+            write_atomically(self.root / ".writable", "")
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot write to the run directory {self.root} ({error.strerror}): pass --run-dir with a "
+                "writable folder"
+            ) from error
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one run; a second run refuses at once with the holder's pid."""
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunDirectoryError(
+                    f"the run directory {self.root} is in use by another etbench score (pid {holder}): "
+                    "wait for it to finish, or pass another --run-dir"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _path(self, name: str) -> Path:
         return self.root / "stages" / f"{name}.pt"
@@ -48,8 +125,10 @@ class RunDirectory:
         if not path.exists():
             return None
         try:
-            record = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # a truncated or foreign file is a cache miss, never a crash
+            with torch.serialization.safe_globals(_stage_types(path)):
+                record = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, foreign or unsafe: a cache miss, never a crash
+            warnings.warn(f"ignoring stage file {path} ({str(error).splitlines()[0][:120]})", stacklevel=2)
             return None
         return record if isinstance(record, StageRecord) and record.key == key else None
 

@@ -17,6 +17,7 @@ from benchmark.pipeline.pair import SIDES, Side
 from benchmark.pipeline.rundir import stage_key
 from benchmark.pipeline.stages import STAGES, ScoreStage
 from benchmark.submission.codec import to_plain
+from benchmark.submission.kinds import METRIC_VERSION
 
 if TYPE_CHECKING:
     from benchmark.pipeline.score import ScoreRun
@@ -75,7 +76,8 @@ def _key(run: ScoreRun, stage: ScoreStage, side: Side | None, needed_keys: list[
     splits = [(role, run.splits[role].split_id, run.splits[role].sha256) for role in stage.splits]
     fingerprints = [run.fingerprints[s] for s in sides]
     settings = to_plain(stage.reads(run.settings))
-    return stage_key(stage.id(side), benchmark.__version__, settings, splits, fingerprints, needed_keys)
+    versions = (benchmark.__version__, METRIC_VERSION)
+    return stage_key(stage.id(side), versions, settings, splits, fingerprints, needed_keys)
 
 
 def _say(run: ScoreRun, line: str) -> None:

@@ -6,6 +6,8 @@ model); the stages themselves are declared in `pipeline.stages` and run by `pipe
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -97,13 +99,30 @@ class ScoreRun:
 
     def run(self) -> PairOutputs:
         """All stages, in the order that loads each model as few times as possible."""
-        outputs, stages = run_stages(self)
+        with self.run_dir.lock():
+            outputs, stages = run_stages(self)
         self.models.release()
         return PairOutputs.of(self, outputs, stages)
 
 
 def default_run_dir(specs: Pair[ModelSpec]) -> Path:
-    """runs/<base>__<finetuned>, each model named by its source and last adapter, safe characters only."""
+    """runs/<base>__<finetuned>__<hash>: each model named by its source and last adapter (safe characters
+    only), and 10 hex digits of the resolved sources, so two pairs whose folders share names never share
+    a run directory."""
     safe = lambda text: "".join(c if c.isalnum() or c in "-_." else "-" for c in text)  # noqa: E731
     name = lambda spec: "-".join(Path(part).name for part in (spec.model, *spec.adapters[-1:]))  # noqa: E731
-    return Path("runs") / "__".join(safe(name(spec)) for spec in specs)
+    sources = [_resolved(spec) for spec in specs]
+    digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:10]
+    return Path("runs") / "__".join([*(safe(name(spec)) for spec in specs), digest])
+
+
+def _resolved(spec: ModelSpec) -> dict:
+    """What names a model's source (not where it runs), local paths made absolute; a hub id stays."""
+    absolute = lambda path: str(Path(path).resolve()) if Path(path).exists() else path  # noqa: E731
+    return {
+        "model": absolute(spec.model),
+        "revision": spec.revision,
+        "gguf_file": spec.gguf_file,
+        "adapters": [absolute(adapter) for adapter in spec.adapters],
+        "dtype": spec.dtype,
+    }

@@ -1,0 +1,114 @@
+"""What a careful tester tried against the run directory and the pair check: each case failed before.
+
+Crafted stage files, stale caches after a config or tokenizer edit, pairs that only differ in BOS handling,
+two pairs sharing a default run directory, two runs in one directory, unwritable run directories and
+half-written result files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.models import ModelSpec, PairMismatchError, check_pair_configs, spec_fingerprint
+from benchmark.pipeline import Pair, default_run_dir
+from benchmark.pipeline.rundir import RunDirectory, RunDirectoryError, StageRecord, write_atomically
+from benchmark.testing import build_tiny_model, build_tokenizer
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a crafted stage file would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_stage_file_runs_no_code_and_is_a_cache_miss(tmp_path):
+    run_dir = RunDirectory(tmp_path / "run")
+    marker = tmp_path / "pwned"
+    torch.save(StageRecord("key", _Payload(marker), 1.0), run_dir.root / "stages" / "base.means.pt")
+    with pytest.warns(UserWarning, match="ignoring stage file"):
+        assert run_dir.load("base.means", "key") is None
+    assert not marker.exists()
+
+
+def test_a_stage_file_of_the_suite_loads_without_pickle_code(tmp_path):
+    from benchmark.circuit import Circuit, Group
+
+    run_dir = RunDirectory(tmp_path / "run")
+    circuit = Circuit.of({Group.VALUE_FETCHER: [(1, 2)]})
+    record, cached = run_dir.run("x", "k", lambda: (circuit, torch.ones(2)), lambda: 0.0)
+    assert not cached
+    loaded = run_dir.load("x", "k")
+    assert loaded.output[0] == circuit and torch.equal(loaded.output[1], torch.ones(2))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return build_tiny_model("llama", tmp_path / "model")
+
+
+def test_editing_config_or_tokenizer_changes_the_stage_fingerprint(tiny):
+    before = spec_fingerprint(ModelSpec(str(tiny)))
+    config = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-3}))
+    after_config = spec_fingerprint(ModelSpec(str(tiny)))
+    tokenizer = tiny / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace('"<s>"', '"<s>" ', 1))
+    after_tokenizer = spec_fingerprint(ModelSpec(str(tiny)))
+    assert len({before, after_config, after_tokenizer}) == 3
+
+
+def test_tokenizers_that_differ_only_in_bos_handling_fail_the_pair_check(tmp_path):
+    with_bos = build_tiny_model("llama", tmp_path / "a", tokenizer=build_tokenizer(add_bos=True))
+    without = build_tiny_model("llama", tmp_path / "b", tokenizer=build_tokenizer(add_bos=False))
+    with pytest.raises(PairMismatchError, match="BOS"):
+        check_pair_configs(ModelSpec(str(with_bos)), ModelSpec(str(without)))
+
+
+def test_pairs_whose_folders_share_names_get_different_run_directories(tmp_path):
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    (tmp_path / "b" / "model").mkdir(parents=True)
+    first = default_run_dir(Pair(ModelSpec(str(tmp_path / "a" / "model")), ModelSpec("x")))
+    second = default_run_dir(Pair(ModelSpec(str(tmp_path / "b" / "model")), ModelSpec("x")))
+    assert first != second and first.name.startswith("model__x__")
+
+
+def test_a_second_run_in_the_same_directory_refuses_in_one_line(tmp_path):
+    run_dir = RunDirectory(tmp_path / "run")
+    with run_dir.lock():
+        second = RunDirectory(tmp_path / "run")
+        with pytest.raises(RunDirectoryError, match="in use by another etbench score") as error:
+            second.lock().__enter__()
+        assert "\n" not in str(error.value)
+    with run_dir.lock():  # released after the first run
+        pass
+
+
+def test_an_unwritable_run_directory_fails_before_any_stage(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunDirectoryError, match="pass --run-dir") as error:
+        RunDirectory(blocker / "run")
+    assert isinstance(error.value, BenchmarkError)
+
+
+def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    write_atomically(path, '{"valid": true}\n')
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, '{"half')
+    assert path.read_text() == '{"valid": true}\n'
