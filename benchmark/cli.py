@@ -11,20 +11,12 @@ from pathlib import Path
 from tabulate import tabulate
 
 from benchmark.accuracy import AccuracyResult
-from benchmark.cli_score import add_score_parser
+from benchmark.cli_score import add_score_parser, positive_int
 from benchmark.data import DEFAULT_BOXES, SPLITS, Split, Vocabulary
 from benchmark.errors import BenchmarkError, CliError
 from benchmark.zoo.cli import add_zoo_parser
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _add_data_parser(commands) -> None:

@@ -14,6 +14,14 @@ from benchmark.settings import PRESETS
 from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_score_parser(commands) -> None:
     """Register `etbench score` on the CLI's subcommands."""
     parser = commands.add_parser(
@@ -54,7 +62,12 @@ def add_score_parser(commands) -> None:
         "--boxes", type=int, default=None, help="boxes per context (default: the preset's, 7)"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
-    parser.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="prompts per forward pass (default: the preset's, 32)",
+    )
     parser.add_argument("--out", default=None, help="result JSON (default: RUN_DIR/result.json)")
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<base>__<finetuned>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -113,6 +126,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from benchmark.settings import preset_settings
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: this machine has no CUDA device; use --device cpu")
     settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
     base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)

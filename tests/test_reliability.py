@@ -112,3 +112,33 @@ def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         write_atomically(path, '{"half')
     assert path.read_text() == '{"valid": true}\n'
+
+
+def test_corrupt_weights_and_a_fake_gguf_are_one_line_errors(tiny, tmp_path):
+    from benchmark.models import ModelLoadError, load_model
+
+    weights = tiny / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+        load_model(ModelSpec(str(tiny)))
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+        load_model(ModelSpec(str(fake)))
+
+
+def test_a_zero_batch_size_is_refused_by_the_parser(tiny, capsys):
+    from benchmark.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["score", "--base", str(tiny), "--finetuned", str(tiny), "--batch-size", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_is_a_one_line_error(tiny, capsys):
+    from benchmark.cli import main
+
+    assert main(["score", "--base", str(tiny), "--finetuned", str(tiny), "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert "no CUDA device" in error and "Traceback" not in error

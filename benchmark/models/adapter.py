@@ -113,7 +113,13 @@ class ArchitectureAdapter:
         self.model_type: str = (getattr(config, "text_config", None) or config).model_type
         self.spec = architecture_spec(self.model_type)
         self.shape = head_shape(config)
-        self._layers = _get(model, self.spec.layers)
+        try:
+            self._layers = _get(model, self.spec.layers)
+        except AttributeError as error:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} ({self.model_type}) has no decoder blocks at {self.spec.layers!r}: "
+                "load the causal language model (for a multimodal checkpoint, its text model)"
+            ) from error
 
     def attention(self, layer: int) -> nn.Module:
         return _get(self._layers[layer], self.spec.attention)

@@ -199,6 +199,12 @@ def _from_pretrained(loader, spec: ModelSpec, source: ModelSource, **kwargs):
         if not source.is_local:
             raise _hub_error(spec, error) from error
         raise ModelLoadError(f"cannot load {spec.model!r} from {source.location}: {error}") from error
+    except Exception as error:  # unreadable bytes: a corrupt or truncated weight, GGUF or config file
+        cause = str(error).splitlines()[0][:160] if str(error) else ""
+        raise ModelLoadError(
+            f"cannot read {spec.model!r} from {source.location} ({type(error).__name__}: {cause}); its files "
+            "may be corrupt or truncated: download or save them again"
+        ) from error
 
 
 def load_config(spec: ModelSpec, source: ModelSource | None = None) -> PretrainedConfig:
@@ -233,7 +239,7 @@ def _merge_adapters(model: torch.nn.Module, spec: ModelSpec, dirs: tuple[Path, .
     try:
         from peft import PeftModel
     except ImportError as error:
-        raise ModelLoadError("adapters need peft: pip install 'entity-tracking-bench[peft]'") from error
+        raise ModelLoadError("adapters need peft: pip install peft") from error
     for position, directory in enumerate(dirs, start=1):
         try:
             model = PeftModel.from_pretrained(model, str(directory)).merge_and_unload()
