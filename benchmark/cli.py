@@ -7,14 +7,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from benchmark.accuracy import AccuracyResult
 from benchmark.cli_score import add_score_parser
-from benchmark.data import DEFAULT_BOXES, SPLITS, DatasetError, Split, Vocabulary
-from benchmark.models import ModelLoadError, PairMismatchError
+from benchmark.data.boxes import DEFAULT_BOXES, SPLITS
 from benchmark.zoo.cli import add_zoo_parser
+
+if TYPE_CHECKING:  # these modules import torch; the CLI imports them only in the commands that need them
+    from benchmark.accuracy import AccuracyResult
+    from benchmark.data import Split, Vocabulary
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -240,12 +243,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "the user asked for something impossible" (one line, exit code 2).
+
+    Imported here rather than at the top: a handler that can raise one has already imported its module,
+    so `etbench --help` and `etbench validate` never pay for torch."""
+    from benchmark.data.boxes import DatasetError
+    from benchmark.models.loading import ModelLoadError
+    from benchmark.models.pairs import PairMismatchError
+
+    return CliError, DatasetError, ModelLoadError, PairMismatchError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `etbench`; user errors print one line on stderr and return exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CliError, DatasetError, ModelLoadError, PairMismatchError) as error:
+    except Exception as error:
+        if not isinstance(error, user_errors()):
+            raise
         print(f"etbench {args.command}: error: {error}", file=sys.stderr)
         return 2
 

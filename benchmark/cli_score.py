@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmark.models import ModelSpec
 from benchmark.pipeline.settings import PRESETS
 from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
+
+if TYPE_CHECKING:
+    from benchmark.models import ModelSpec
 
 
 def add_score_parser(commands) -> None:
@@ -65,6 +68,9 @@ def add_score_parser(commands) -> None:
 
 
 def _spec(args: argparse.Namespace, which: str, device: str) -> ModelSpec:
+    """One model's spec from its `--{which}*` options (and `--adapter` for the fine-tuned one)."""
+    from benchmark.models import ModelSpec
+
     adapters = getattr(args, f"{which}_adapter") + (args.adapter if which == "finetuned" else [])
     return ModelSpec(
         getattr(args, which),

@@ -1,68 +1,40 @@
-"""Prompts, splits, counterfactual pairs and token positions of the boxes task (no model code)."""
+"""Prompts, splits, counterfactual pairs and token positions of the boxes task (no model code).
 
-from benchmark.data.boxes import (
-    DEFAULT_BOXES,
-    SPLITS,
-    SUPPORTED_BOXES,
-    TASK_VERSION,
-    Context,
-    DatasetError,
-    Example,
-    Split,
-    generate_split,
-    read_jsonl,
-    reference_prompts,
-    render,
-)
-from benchmark.data.counterfactuals import (
-    DCM_DESIDERATA,
-    CounterfactualPair,
-    Desideratum,
-    build_pairs,
-)
-from benchmark.data.tokenization import (
-    EncodedPairs,
-    EncodedPrompts,
-    TokenizerError,
-    TokenPositions,
-    Vocabulary,
-    answer_token_id,
-    check_vocabulary,
-    encode_examples,
-    encode_pairs,
-    encode_prompts,
-    find_positions,
-)
-from benchmark.data.words import LABELS, OBJECTS
+Names are imported on first use (see `benchmark.lazy`), so importing the package stays cheap.
+"""
 
-__all__ = [
-    "DCM_DESIDERATA",
-    "DEFAULT_BOXES",
-    "LABELS",
-    "OBJECTS",
-    "SPLITS",
-    "SUPPORTED_BOXES",
-    "TASK_VERSION",
-    "Context",
-    "CounterfactualPair",
-    "DatasetError",
-    "Desideratum",
-    "EncodedPairs",
-    "EncodedPrompts",
-    "Example",
-    "Split",
-    "TokenPositions",
-    "TokenizerError",
-    "Vocabulary",
-    "answer_token_id",
-    "build_pairs",
-    "check_vocabulary",
-    "encode_examples",
-    "encode_pairs",
-    "find_positions",
-    "generate_split",
-    "read_jsonl",
-    "reference_prompts",
-    "encode_prompts",
-    "render",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "Context": "boxes",
+    "DEFAULT_BOXES": "boxes",
+    "DatasetError": "boxes",
+    "Example": "boxes",
+    "SPLITS": "boxes",
+    "SUPPORTED_BOXES": "boxes",
+    "Split": "boxes",
+    "TASK_VERSION": "boxes",
+    "generate_split": "boxes",
+    "read_jsonl": "boxes",
+    "reference_prompts": "boxes",
+    "render": "boxes",
+    "CounterfactualPair": "counterfactuals",
+    "DCM_DESIDERATA": "counterfactuals",
+    "Desideratum": "counterfactuals",
+    "build_pairs": "counterfactuals",
+    "EncodedPairs": "tokenization",
+    "EncodedPrompts": "tokenization",
+    "TokenPositions": "tokenization",
+    "TokenizerError": "tokenization",
+    "Vocabulary": "tokenization",
+    "answer_token_id": "tokenization",
+    "check_vocabulary": "tokenization",
+    "encode_examples": "tokenization",
+    "encode_pairs": "tokenization",
+    "encode_prompts": "tokenization",
+    "find_positions": "tokenization",
+    "LABELS": "words",
+    "OBJECTS": "words",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,63 +1,39 @@
-"""Load a model or a pair, record what was loaded, and find the attention heads (architecture adapter)."""
+"""Load a model or a pair, record what was loaded, and find the attention heads (architecture adapter).
 
-from benchmark.models.adapter import (
-    ARCHITECTURES,
-    QKV,
-    ArchitectureAdapter,
-    ArchitectureSpec,
-    HeadShape,
-    UnsupportedArchitectureError,
-    head_shape,
-)
-from benchmark.models.fingerprint import AdapterRecord, ModelRecord, sha256_files, vocab_sha256, weight_files
-from benchmark.models.loading import (
-    DTYPES,
-    LoadedModel,
-    ModelLoadError,
-    ModelSpec,
-    UnsupportedModelError,
-    load_config,
-    load_model,
-    load_tokenizer,
-    spec_fingerprint,
-)
-from benchmark.models.pairs import (
-    ModelPair,
-    PairMismatchError,
-    check_pair,
-    check_pair_configs,
-    load_pair,
-    release,
-    vocab_difference,
-)
+Names are imported on first use (see `benchmark.lazy`), so importing the package stays cheap.
+"""
 
-__all__ = [
-    "spec_fingerprint",
-    "ARCHITECTURES",
-    "DTYPES",
-    "QKV",
-    "AdapterRecord",
-    "ArchitectureAdapter",
-    "ArchitectureSpec",
-    "HeadShape",
-    "LoadedModel",
-    "ModelLoadError",
-    "ModelPair",
-    "ModelRecord",
-    "ModelSpec",
-    "PairMismatchError",
-    "UnsupportedArchitectureError",
-    "UnsupportedModelError",
-    "check_pair",
-    "check_pair_configs",
-    "head_shape",
-    "load_config",
-    "load_model",
-    "load_pair",
-    "load_tokenizer",
-    "release",
-    "sha256_files",
-    "vocab_difference",
-    "vocab_sha256",
-    "weight_files",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "ARCHITECTURES": "adapter",
+    "ArchitectureAdapter": "adapter",
+    "ArchitectureSpec": "adapter",
+    "HeadShape": "adapter",
+    "QKV": "adapter",
+    "UnsupportedArchitectureError": "adapter",
+    "head_shape": "adapter",
+    "AdapterRecord": "fingerprint",
+    "ModelRecord": "fingerprint",
+    "sha256_files": "fingerprint",
+    "vocab_sha256": "fingerprint",
+    "weight_files": "fingerprint",
+    "DTYPES": "loading",
+    "LoadedModel": "loading",
+    "ModelLoadError": "loading",
+    "ModelSpec": "loading",
+    "UnsupportedModelError": "loading",
+    "load_config": "loading",
+    "load_model": "loading",
+    "load_tokenizer": "loading",
+    "spec_fingerprint": "loading",
+    "ModelPair": "pairs",
+    "PairMismatchError": "pairs",
+    "check_pair": "pairs",
+    "check_pair_configs": "pairs",
+    "load_pair": "pairs",
+    "release": "pairs",
+    "vocab_difference": "pairs",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

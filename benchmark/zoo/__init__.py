@@ -1,23 +1,25 @@
-"""The model zoo: seeded CPU recipes for LoRA adapters on SmolLM2 that make reference pairs (issue 7)."""
+"""The model zoo: seeded CPU recipes for LoRA adapters on SmolLM2 that make reference pairs (issue 7).
 
-from benchmark.zoo.pairs import REFERENCE_PAIRS, ReferencePair, get_pair
-from benchmark.zoo.recipes import ADAPTERS_DIR, RECIPES, Recipe, get_recipe
-from benchmark.zoo.tasks import TASKS, TrainRow, generate_task
-from benchmark.zoo.train import Evaluation, TrainingReport, canonical_test, train_recipe
+Names are imported on first use (see `benchmark.lazy`), so importing the package stays cheap.
+"""
 
-__all__ = [
-    "ADAPTERS_DIR",
-    "REFERENCE_PAIRS",
-    "RECIPES",
-    "TASKS",
-    "Evaluation",
-    "Recipe",
-    "ReferencePair",
-    "TrainRow",
-    "TrainingReport",
-    "canonical_test",
-    "generate_task",
-    "get_pair",
-    "get_recipe",
-    "train_recipe",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "REFERENCE_PAIRS": "pairs",
+    "ReferencePair": "pairs",
+    "get_pair": "pairs",
+    "ADAPTERS_DIR": "recipes",
+    "RECIPES": "recipes",
+    "Recipe": "recipes",
+    "get_recipe": "recipes",
+    "TASKS": "tasks",
+    "TrainRow": "tasks",
+    "generate_task": "tasks",
+    "Evaluation": "train",
+    "TrainingReport": "train",
+    "canonical_test": "train",
+    "train_recipe": "train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
