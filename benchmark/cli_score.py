@@ -110,10 +110,12 @@ def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, Model
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score the pair, write the result and print its leaderboard row."""
+    """Score the pair, write the result, print its leaderboard row and, last, whether it reproduces the
+    committed submission of the same inputs (exit code 1 when it does not)."""
     import torch
 
     from benchmark.pipeline import preset_settings, score_pair, summary
+    from benchmark.submission.compare import reproduction_report
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
@@ -122,17 +124,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(summary(scored.result, scored.path.name))
     print(f"\nresult: {scored.path} (validated)\nrun directory: {scored.run_dir}")
     print("plots: " + ", ".join(str(path) for path in scored.plots))
-    _compare_with_submissions(scored.path, args.submissions)
-    return 0
-
-
-def _compare_with_submissions(result_path: Path, submissions: Path) -> None:
-    """Say whether this run reproduces each committed submission scored from the same inputs."""
-    from benchmark.submission.compare import committed_matches
-
-    for path, differing in committed_matches(json.loads(result_path.read_text()), submissions):
-        if not differing:
-            print(f"reproduces {path}: same numbers")
-            continue
-        print(f"differs from {path} in {len(differing)} values, e.g.:")
-        print("\n".join(f"  {line}" for line in differing[:10]))
+    report, reproduced = reproduction_report(json.loads(scored.path.read_text()), args.submissions)
+    print(report)
+    return 0 if reproduced else 1
