@@ -377,5 +377,5 @@ def test_reproduction_report_ends_with_the_verdict(plain, tmp_path):
     assert not ok
     assert text.splitlines()[0].startswith("  $.cmap.acc_base (")
     assert text.splitlines()[-1].startswith(
-        f"does not reproduce {tmp_path / 'committed.json'}: 1 values differ"
+        f"does not reproduce {tmp_path / 'committed.json'}: 1 value differs"
     )
