@@ -38,8 +38,8 @@ def _add_data_parser(commands) -> None:
     parser = commands.add_parser(
         "data",
         help="write a split of the boxes task as canonical JSONL",
-        description="Generate a split of the boxes task (SPEC section 2), write its canonical JSONL and "
-        "print its id and SHA-256. The same arguments always give byte-identical output.",
+        description="Generate a split of the boxes task (defined in docs/metrics.md), write its canonical "
+        "JSONL and print its id and SHA-256. The same arguments always give byte-identical output.",
     )
     parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split (disjoint contexts)")

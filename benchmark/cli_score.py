@@ -41,20 +41,36 @@ def add_score_parser(commands) -> None:
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="DIR", help="same as --finetuned-adapter"
     )
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="weights and activations of both models (default: float32; bfloat16 halves the memory of a "
+        "7B pair on a GPU, its numbers differ from float32's and the result records it)",
+    )
     placement = parser.add_mutually_exclusive_group()
     placement.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     placement.add_argument(
         "--device-map", default=None, help='accelerate device map, e.g. "auto" (multi-GPU)'
     )
     parser.add_argument(
-        "--preset", default="spec-v1", choices=sorted(PRESETS), help="sizes (default: SPEC v1)"
+        "--preset",
+        default="spec-v1",
+        choices=sorted(PRESETS),
+        help="sizes: spec-v1 (the full ones, default) or cpu-small (about a seventh, for a CPU); "
+        "docs/metrics.md lists both",
     )
     parser.add_argument(
         "--boxes", type=int, default=None, help="boxes per context (default: the preset's, 7)"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
-    parser.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="prompts per forward pass in every stage but DCM training (default: the preset's, "
+        f"{PRESETS['spec-v1'].batch_size}); lower it when memory runs out; recorded in the result",
+    )
     parser.add_argument("--out", default=None, help="result JSON (default: RUN_DIR/result.json)")
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<base>__<finetuned>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

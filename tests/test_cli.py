@@ -147,3 +147,13 @@ def test_lazy_packages_still_export_every_name():
     assert "load_model" in dir(benchmark.models)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         benchmark.models.nothing  # noqa: B018
+
+
+def test_score_help_explains_dtype_and_batch_size(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--dtype {float32,bfloat16,float16} weights and activations of both models (default: float32" in text
+    )
+    assert "prompts per forward pass in every stage but DCM training (default: the preset's, 32)" in text
