@@ -15,14 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from benchmark.circuit import Group, Head
+from benchmark.circuit import Head
 from benchmark.faithfulness import FaithfulnessCurve
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
+from benchmark.submission.kinds import EFFECT_UNIT, group_title
 
 DPI = 100
 PANEL_SIZE = (3.6, 3.4)  # inches per heatmap panel
 CURVE_SIZE = (6.4, 4.4)  # inches
-_LETTERS = {group: "ABCD"[i] for i, group in enumerate(Group)}
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
@@ -33,18 +33,14 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-EFFECT_LABEL = "relative change of p(answer)"  # (p_patched - p_clean) / p_clean
 # How a head is outlined: in the circuit (kept after minimality pruning), or selected and then pruned.
 KEPT_STYLE = {"edgecolor": "black", "linewidth": 1.6, "linestyle": "-"}
 PRUNED_STYLE = {"edgecolor": "0.35", "linewidth": 1.0, "linestyle": "--"}
 
 
 def stage_title(stage: StageResult, kept: Sequence[Head] | None) -> str:
-    """ "A: value fetcher, 7 kept of 8 selected": the circuit's heads of the group, not the candidates."""
-    name = f"{_LETTERS[stage.group]}: {stage.group.value.replace('_', ' ')}"
-    if kept is None:
-        return f"{name}, {len(stage.selected)} selected"
-    return f"{name}, {len(kept)} kept of {len(stage.selected)} selected"
+    """The panel's title: the group and how many of its selected heads the circuit kept."""
+    return group_title(stage.group.value, None if kept is None else len(kept), len(stage.selected))
 
 
 def head_marks(stage: StageResult, kept: Sequence[Head] | None) -> list[tuple[Head, dict]]:
@@ -67,7 +63,7 @@ def _draw_stage(axes, stage: StageResult, kept: Sequence[Head] | None) -> None:
     limit = max(float(effects.abs().max()), 1e-9)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
     image = axes.imshow(effects.numpy(), cmap="RdBu", norm=norm, origin="lower", aspect="auto")
-    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label=EFFECT_LABEL)
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label=EFFECT_UNIT)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     for (layer, head), style in head_marks(stage, kept):
