@@ -73,6 +73,29 @@ def _add_accuracy_parser(commands) -> None:
     parser.set_defaults(handler=cmd_accuracy)
 
 
+def _add_export_parser(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="write a model (GGUF dequantised, adapters merged) as a plain Hugging Face directory",
+        description="Load a model as every other command does (a .gguf file is dequantised to float, "
+        "--adapter chains are merged in order) and save it with its tokenizer as a plain Hugging Face "
+        "directory, e.g. for lm-eval's CLI: lm_eval --model hf --model_args pretrained=DIR ...",
+    )
+    parser.add_argument("model", help="hub id, local directory, .gguf file, or built-in 'smollm2'")
+    parser.add_argument("out", type=Path, metavar="DIR", help="directory to write (new or empty)")
+    parser.add_argument("--gguf-file", help="GGUF file inside MODEL (a directory or hub repo)")
+    parser.add_argument("--revision", help="hub revision of MODEL")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="PEFT LoRA adapter merged into the model (repeat for a chain, applied in order)",
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default: float32)")
+    parser.set_defaults(handler=cmd_export)
+
+
 def _add_submission_parsers(commands) -> None:
     """`validate`, `submit` and `leaderboard build`: the path a result file takes to the leaderboard."""
     parser = commands.add_parser(
@@ -120,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
     _add_accuracy_parser(commands)
+    _add_export_parser(commands)
     _add_submission_parsers(commands)
     add_score_parser(commands)
     add_zoo_parser(commands)
@@ -193,6 +217,26 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         ("time", f"{time.perf_counter() - started:.1f} s"),
     ]
     print(_accuracy_tables(split, vocabulary, result, header))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the plain directory and print what went into it."""
+    from benchmark.export import ExportError, export_model
+    from benchmark.models import ModelSpec
+
+    spec = ModelSpec(
+        args.model, revision=args.revision, gguf_file=args.gguf_file, adapters=tuple(args.adapter),
+        dtype=args.dtype, device="cpu",
+    )  # fmt: skip
+    try:
+        record = export_model(spec, args.out)
+    except ExportError as error:
+        raise CliError(str(error)) from error
+    rows = [("model", args.model), ("weights sha256", record.weights_sha256)]
+    rows += [(f"adapter {i}", f"{a.path} ({a.weights_sha256})") for i, a in enumerate(record.adapters, 1)]
+    rows += [("dtype", record.dtype), ("out", str(args.out))]
+    print(tabulate(rows, tablefmt="plain"))
     return 0
 
 
