@@ -17,6 +17,33 @@ from benchmark.models.loading import resolve_source
 TASKS_DIR = Path(benchmark.__file__).resolve().parents[1] / "tasks"
 TASK_NAMES = {3: "entity_tracking_3", 5: "entity_tracking_5", 7: "entity_tracking"}
 logger = logging.getLogger(__name__)
+# lm-eval warnings that do not apply to how the suite calls it, by logger: the suite passes an already
+# loaded model on purpose (adapters merged, on its device), and the boxes task's dataset reads the suite's
+# own metadata (words, seed, size), not the `max_seq_lengths` of lm-eval's long-context tasks.
+KNOWN_LM_EVAL_NOISE = {
+    "lm_eval.models.huggingface": "`pretrained` model kwarg is not of type `str`",
+    "lm_eval.api.task": "Custom kwargs can be passed to `--metadata`",
+}
+
+
+class _DropKnownNoise(logging.Filter):
+    """Drops one logger's known, inapplicable warning; everything else it logs passes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+_NOISE_FILTERS = {name: _DropKnownNoise(text) for name, text in KNOWN_LM_EVAL_NOISE.items()}
+
+
+def silence_known_lm_eval_noise() -> None:
+    """Install the filters (idempotent: logging keeps one copy of each filter object)."""
+    for name, noise in _NOISE_FILTERS.items():
+        logging.getLogger(name).addFilter(noise)
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,7 @@ def lm_eval_accuracy(loaded: LoadedModel, split: Split, batch_size: int) -> tupl
 
     if not TASKS_DIR.is_dir():
         raise FileNotFoundError(f"lm-eval tasks not found at {TASKS_DIR}: run from a checkout of the suite")
+    silence_known_lm_eval_noise()
     task = TASK_NAMES[split.n_boxes]
     source = resolve_source(loaded.spec)
     metadata = {"pretrained": source.location, "n_prompts": len(split.examples), "seed": split.seed}
