@@ -14,14 +14,8 @@ if TYPE_CHECKING:
     from benchmark.models import ModelSpec
 
 
-def add_score_parser(commands) -> None:
-    """Register `etbench score` on the CLI's subcommands."""
-    parser = commands.add_parser(
-        "score",
-        help="score a base / fine-tuned pair: every metric, a validated result JSON, a summary row",
-        description="Behaviour (through lm-eval), circuits by path patching, faithfulness, DCM and CMAP of "
-        "a pair. Each stage is stored in the run directory as it finishes; rerunning resumes.",
-    )
+def _add_model_options(parser) -> None:
+    """`--pair`, or `--base` / `--finetuned` with their revision, GGUF file and adapter chain."""
     parser.add_argument(
         "--pair",
         choices=sorted(REFERENCE_PAIRS),
@@ -41,6 +35,17 @@ def add_score_parser(commands) -> None:
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="DIR", help="same as --finetuned-adapter"
     )
+
+
+def add_score_parser(commands) -> None:
+    """Register `etbench score` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "score",
+        help="score a base / fine-tuned pair: every metric, a validated result JSON, a summary row",
+        description="Behaviour (through lm-eval), circuits by path patching, faithfulness, DCM and CMAP of "
+        "a pair. Each stage is stored in the run directory as it finishes; rerunning resumes.",
+    )
+    _add_model_options(parser)
     parser.add_argument(
         "--dtype",
         default="float32",

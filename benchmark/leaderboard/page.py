@@ -109,6 +109,7 @@ def _pair_cell(entry: Entry) -> str:
 
 
 def _row(entry: Entry) -> str:
+    """One table row; each cell carries its raw value in data-value, which the script sorts by."""
     cells = []
     for column in COLUMNS:
         value = entry.values[column.key]
@@ -213,6 +214,7 @@ def _faithfulness_figure(result: Result) -> str:
 
 
 def _dcm_table(result: Result) -> str:
+    """Per (group, desideratum): IoU ("undefined" for two empty sets) and the base heads' accuracies."""
     if result.dcm is None:
         return "<p>DCM did not run.</p>"
     rows = [
@@ -240,6 +242,7 @@ def _undefined(value: float | None) -> float | str:
 
 
 def _cmap_table(result: Result) -> str:
+    """The accuracy gap in words, then the patched accuracy, change and gain per head set."""
     cmap = result.cmap
     if cmap is None:
         return "<p>CMAP did not run.</p>"

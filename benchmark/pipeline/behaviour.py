@@ -34,6 +34,7 @@ class _DropKnownNoise(logging.Filter):
         self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for the known warning only."""
         return self.text not in record.getMessage()
 
 

@@ -57,6 +57,7 @@ class Comparison:
 
     @property
     def same(self) -> bool:
+        """Nothing differs beyond the tolerances."""
         return not self.differences
 
 
@@ -107,6 +108,7 @@ def _walk(a, b, path: str, keys: tuple[str, ...], found: list[str], tolerated: l
 
 
 def _numbers(a, b) -> bool:
+    """Both are JSON numbers (a bool is not one, though Python says it is an int)."""
     return all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
 
 
