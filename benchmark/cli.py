@@ -7,14 +7,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from benchmark.accuracy import AccuracyResult
 from benchmark.cli_score import add_score_parser, positive_int
-from benchmark.data import DEFAULT_BOXES, SPLITS, Split, Vocabulary
+from benchmark.data.boxes import DEFAULT_BOXES, SPLITS
 from benchmark.errors import BenchmarkError, CliError
 from benchmark.zoo.cli import add_zoo_parser
+
+if TYPE_CHECKING:  # these modules import torch; the CLI imports them only in the commands that need them
+    from benchmark.accuracy import AccuracyResult
+    from benchmark.data import Split, Vocabulary
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -23,8 +27,8 @@ def _add_data_parser(commands) -> None:
     parser = commands.add_parser(
         "data",
         help="write a split of the boxes task as canonical JSONL",
-        description="Generate a split of the boxes task (SPEC section 2), write its canonical JSONL and "
-        "print its id and SHA-256. The same arguments always give byte-identical output.",
+        description="Generate a split of the boxes task (defined in docs/metrics.md), write its canonical "
+        "JSONL and print its id and SHA-256. The same arguments always give byte-identical output.",
     )
     parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split (disjoint contexts)")
@@ -56,6 +60,29 @@ def _add_accuracy_parser(commands) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass")
     parser.set_defaults(handler=cmd_accuracy)
+
+
+def _add_export_parser(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="write a model (GGUF dequantised, adapters merged) as a plain Hugging Face directory",
+        description="Load a model as every other command does (a .gguf file is dequantised to float, "
+        "--adapter chains are merged in order) and save it with its tokenizer as a plain Hugging Face "
+        "directory, e.g. for lm-eval's CLI: lm_eval --model hf --model_args pretrained=DIR ...",
+    )
+    parser.add_argument("model", help="hub id, local directory, .gguf file, or built-in 'smollm2'")
+    parser.add_argument("out", type=Path, metavar="DIR", help="directory to write (new or empty)")
+    parser.add_argument("--gguf-file", help="GGUF file inside MODEL (a directory or hub repo)")
+    parser.add_argument("--revision", help="hub revision of MODEL")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="PEFT LoRA adapter merged into the model (repeat for a chain, applied in order)",
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default: float32)")
+    parser.set_defaults(handler=cmd_export)
 
 
 def _add_submission_parsers(commands) -> None:
@@ -105,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(commands)
     _add_accuracy_parser(commands)
+    _add_export_parser(commands)
     _add_submission_parsers(commands)
     add_score_parser(commands)
     add_zoo_parser(commands)
@@ -193,6 +221,26 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         ("time", f"{time.perf_counter() - started:.1f} s"),
     ]
     print(_accuracy_tables(split, vocabulary, result, header))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the plain directory and print what went into it."""
+    from benchmark.export import ExportError, export_model
+    from benchmark.models import ModelSpec
+
+    spec = ModelSpec(
+        args.model, revision=args.revision, gguf_file=args.gguf_file, adapters=tuple(args.adapter),
+        dtype=args.dtype, device="cpu",
+    )  # fmt: skip
+    try:
+        record = export_model(spec, args.out)
+    except ExportError as error:
+        raise CliError(str(error)) from error
+    rows = [("model", args.model), ("weights sha256", record.weights_sha256)]
+    rows += [(f"adapter {i}", f"{a.path} ({a.weights_sha256})") for i, a in enumerate(record.adapters, 1)]
+    rows += [("dtype", record.dtype), ("out", str(args.out))]
+    print(tabulate(rows, tablefmt="plain"))
     return 0
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from benchmark.errors import CliError
-from benchmark.models import ModelSpec
 from benchmark.settings import PRESETS
 from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 
+if TYPE_CHECKING:
+    from benchmark.models import ModelSpec
 
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
@@ -22,14 +24,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_score_parser(commands) -> None:
-    """Register `etbench score` on the CLI's subcommands."""
-    parser = commands.add_parser(
-        "score",
-        help="score a base / fine-tuned pair: every metric, a validated result JSON, a summary row",
-        description="Behaviour (through lm-eval), circuits by path patching, faithfulness, DCM and CMAP of "
-        "a pair. Each stage is stored in the run directory as it finishes; rerunning resumes.",
-    )
+def _add_model_options(parser) -> None:
+    """`--pair`, or `--base` / `--finetuned` with their revision, GGUF file and adapter chain."""
     parser.add_argument(
         "--pair",
         choices=sorted(REFERENCE_PAIRS),
@@ -49,14 +45,35 @@ def add_score_parser(commands) -> None:
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="DIR", help="same as --finetuned-adapter"
     )
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+
+
+def add_score_parser(commands) -> None:
+    """Register `etbench score` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "score",
+        help="score a base / fine-tuned pair: every metric, a validated result JSON, a summary row",
+        description="Behaviour (through lm-eval), circuits by path patching, faithfulness, DCM and CMAP of "
+        "a pair. Each stage is stored in the run directory as it finishes; rerunning resumes.",
+    )
+    _add_model_options(parser)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="weights and activations of both models (default: float32; bfloat16 halves the memory of a "
+        "7B pair on a GPU, its numbers differ from float32's and the result records it)",
+    )
     placement = parser.add_mutually_exclusive_group()
     placement.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     placement.add_argument(
         "--device-map", default=None, help='accelerate device map, e.g. "auto" (multi-GPU)'
     )
     parser.add_argument(
-        "--preset", default="spec-v1", choices=sorted(PRESETS), help="sizes (default: SPEC v1)"
+        "--preset",
+        default="spec-v1",
+        choices=sorted(PRESETS),
+        help="sizes: spec-v1 (the full ones, default) or cpu-small (about a seventh, for a CPU); "
+        "docs/metrics.md lists both",
     )
     parser.add_argument(
         "--boxes", type=int, default=None, help="boxes per context (default: the preset's, 7)"
@@ -66,7 +83,8 @@ def add_score_parser(commands) -> None:
         "--batch-size",
         type=positive_int,
         default=None,
-        help="prompts per forward pass (default: the preset's, 32)",
+        help="prompts per forward pass in every stage but DCM training (default: the preset's, "
+        f"{PRESETS['spec-v1'].batch_size}); lower it when memory runs out; recorded in the result",
     )
     parser.add_argument("--out", default=None, help="result JSON (default: RUN_DIR/result.json)")
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<base>__<finetuned>)")
@@ -81,6 +99,9 @@ def add_score_parser(commands) -> None:
 
 
 def _spec(args: argparse.Namespace, which: str, device: str) -> ModelSpec:
+    """One model's spec from its `--{which}*` options (and `--adapter` for the fine-tuned one)."""
+    from benchmark.models import ModelSpec
+
     adapters = getattr(args, f"{which}_adapter") + (args.adapter if which == "finetuned" else [])
     return ModelSpec(
         getattr(args, which),
@@ -118,12 +139,14 @@ def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, Model
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score the pair, write the result and print its leaderboard row."""
+    """Score the pair, write the result, print its leaderboard row and, last, whether it reproduces the
+    committed submission of the same inputs (exit code 1 when it does not)."""
     import torch
 
     from benchmark.pipeline import score_pair
     from benchmark.pipeline.runner import stage_table
     from benchmark.settings import preset_settings
+    from benchmark.submission.compare import reproduction_report
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -135,20 +158,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     print("\n" + tabulate(stage_table(scored.outputs.stages), headers=("stage", "", "seconds")))
     print(f"\nresult: {scored.path} (validated)\nrun directory: {scored.run_dir}")
     print("plots: " + ", ".join(str(path) for path in scored.plots))
-    _compare_with_submissions(scored.path, args.submissions)
-    return 0
-
-
-def _compare_with_submissions(result_path: Path, submissions: Path) -> None:
-    """Say whether this run reproduces each committed submission scored from the same inputs."""
-    from benchmark.submission.compare import committed_matches
-
-    for path, differing in committed_matches(json.loads(result_path.read_text()), submissions):
-        if not differing:
-            print(f"reproduces {path}: same numbers")
-            continue
-        print(f"differs from {path} in {len(differing)} values, e.g.:")
-        print("\n".join(f"  {line}" for line in differing[:10]))
+    report, reproduced = reproduction_report(json.loads(scored.path.read_text()), args.submissions)
+    print(report)
+    return 0 if reproduced else 1
 
 
 def summary(result, file: str = "") -> str:

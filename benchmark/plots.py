@@ -12,16 +12,17 @@ from pathlib import Path
 
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from benchmark.circuit import Group
+from benchmark.circuit import Head
 from benchmark.faithfulness import FaithfulnessCurve
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
+from benchmark.submission.kinds import EFFECT_UNIT, group_title
 
 DPI = 100
 PANEL_SIZE = (3.6, 3.4)  # inches per heatmap panel
 CURVE_SIZE = (6.4, 4.4)  # inches
-_LETTERS = {group: "ABCD"[i] for i, group in enumerate(Group)}
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
@@ -32,14 +33,25 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _stage_title(stage: StageResult) -> str:
-    name = stage.group.value.replace("_", " ")
-    return f"{_LETTERS[stage.group]}: {name} ({len(stage.selected)} selected)"
+# How a head is outlined: in the circuit (kept after minimality pruning), or selected and then pruned.
+KEPT_STYLE = {"edgecolor": "black", "linewidth": 1.6, "linestyle": "-"}
+PRUNED_STYLE = {"edgecolor": "0.35", "linewidth": 1.0, "linestyle": "--"}
 
 
-def _draw_stage(axes, stage: StageResult) -> None:
-    """One heatmap [layer, head] of a stage's mean effects, centred at 0, selected heads boxed."""
-    axes.set_title(_stage_title(stage), fontsize=9)
+def stage_title(stage: StageResult, kept: Sequence[Head] | None) -> str:
+    """The panel's title: the group and how many of its selected heads the circuit kept."""
+    return group_title(stage.group.value, None if kept is None else len(kept), len(stage.selected))
+
+
+def head_marks(stage: StageResult, kept: Sequence[Head] | None) -> list[tuple[Head, dict]]:
+    """Each selected head with its outline style: kept heads solid, pruned ones dashed."""
+    survivors = set(stage.selected if kept is None else kept)
+    return [(head, KEPT_STYLE if head in survivors else PRUNED_STYLE) for head in stage.selected]
+
+
+def _draw_stage(axes, stage: StageResult, kept: Sequence[Head] | None) -> None:
+    """One heatmap [layer, head] of a stage's mean effects, centred at 0, selected heads outlined."""
+    axes.set_title(stage_title(stage, kept), fontsize=9)
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
     if stage.effects is None:
@@ -51,11 +63,11 @@ def _draw_stage(axes, stage: StageResult) -> None:
     limit = max(float(effects.abs().max()), 1e-9)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
     image = axes.imshow(effects.numpy(), cmap="RdBu", norm=norm, origin="lower", aspect="auto")
-    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="effect")
-    for layer, head in stage.selected:
-        axes.add_patch(
-            Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2)
-        )
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label=EFFECT_UNIT)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for (layer, head), style in head_marks(stage, kept):
+        axes.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, **style))
 
 
 def _as_stages(effects: DiscoveryResult | Sequence[StageResult]) -> tuple[StageResult, ...]:
@@ -65,18 +77,23 @@ def _as_stages(effects: DiscoveryResult | Sequence[StageResult]) -> tuple[StageR
 def plot_head_effects(
     effects: DiscoveryResult | Sequence[StageResult], path: str | Path, title: str | None = None
 ) -> Path:
-    """One heatmap per path-patching stage (layer x head, diverging colours, selected heads boxed)."""
+    """One heatmap per path-patching stage (layer x head, diverging colours), with the circuit's heads
+    outlined solid and the selected-then-pruned ones dashed (only a DiscoveryResult knows which survived)."""
     stages = _as_stages(effects)
     if not stages:
         raise ValueError("no stages to plot")
+    circuit = effects.circuit if isinstance(effects, DiscoveryResult) else None
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * len(stages), height))
     axes = figure.subplots(1, len(stages), squeeze=False)
     for axis, stage in zip(axes[0], stages, strict=True):
-        _draw_stage(axis, stage)
+        _draw_stage(axis, stage, None if circuit is None else circuit.heads(stage.group))
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    keys = [Patch(fill=False, label="in the circuit (kept after pruning)", **KEPT_STYLE)]
+    keys += [Patch(fill=False, label="selected, then pruned", **PRUNED_STYLE)] if circuit is not None else []
+    figure.legend(handles=keys, loc="lower center", ncol=len(keys), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(figure, path)
 
 
@@ -100,7 +117,7 @@ def plot_faithfulness_curves(
         axes.axhline(value, linestyle="--", linewidth=1, color="grey", label=f"{label} ({value:.3f})")
     axes.axhline(1.0, linestyle=":", linewidth=0.8, color="black")
     axes.set_xlim(0, 1)
-    axes.set_xlabel("fraction of heads in the circuit (top-k by path-patching effect)")
+    axes.set_xlabel("fraction of all heads in the circuit (the top-k by path-patching effect)")
     axes.set_ylabel("faithfulness (circuit / full accuracy)")
     axes.set_title(title)
     axes.legend(loc="lower right", fontsize=8)

@@ -82,6 +82,25 @@ def _tiny_configs(vocab_size: int) -> dict:
 
 
 TINY_ARCHITECTURES: tuple[str, ...] = ("llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # Llama's
+
+
+def build_tiny_lora(base: str | Path, out: str | Path, seed: int, use_dora: bool = False) -> Path:
+    """A LoRA (or DoRA) adapter on the tiny Llama `base` with nonzero B weights, so merging it changes
+    the logits (a fresh LoRA's B is zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(LORA_TARGETS), use_dora=use_dora
+    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base).eval(), config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    model.save_pretrained(out)
+    return Path(out)
 
 
 def build_tiny_model(

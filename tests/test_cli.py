@@ -119,3 +119,41 @@ def test_counts_below_one_are_usage_errors(option, capsys):
         main(["accuracy", "--model", "smollm2", option, "0"])
     assert exit_info.value.code == 2
     assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+HEAVY = ("torch", "transformers", "lm_eval", "matplotlib", "pandas")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import benchmark.cli",
+        "from benchmark.cli import build_parser; build_parser().format_help()",
+        "from benchmark.cli import main; main(['validate', 'missing.json'])",
+    ],
+)
+def test_the_cli_answers_help_and_validate_without_heavy_imports(code):
+    """`etbench --help` and `etbench validate` must not pay for torch & co. (seconds of start-up)."""
+    check = f"import sys; {code}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+
+
+def test_lazy_packages_still_export_every_name():
+    import benchmark.data
+    import benchmark.models
+
+    assert benchmark.data.Split.__module__ == "benchmark.data.boxes"
+    assert "load_model" in dir(benchmark.models)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        benchmark.models.nothing  # noqa: B018
+
+
+def test_score_help_explains_dtype_and_batch_size(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--dtype {float32,bfloat16,float16} weights and activations of both models (default: float32" in text
+    )
+    assert "prompts per forward pass in every stage but DCM training (default: the preset's, 32)" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import constants as hub_constants
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, OPTConfig
 
@@ -30,10 +30,9 @@ from benchmark.models import (
     load_pair,
     vocab_difference,
 )
-from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model, build_tokenizer
+from benchmark.testing import TINY_ARCHITECTURES, build_tiny_lora, build_tiny_model, build_tokenizer
 
 TOKENS = torch.tensor([[1, 40, 77, 100, 3, 250, 9, 61], [1, 12, 13, 300, 301, 5, 6, 7]])
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def sha256_of(path: Path) -> str:
@@ -47,19 +46,6 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
 
 def plain_model(directory: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(directory).eval()
-
-
-def save_lora(base: Path, out: Path, seed: int, use_dora: bool = False) -> Path:
-    """A LoRA (or DoRA) adapter on `base` with nonzero B weights, so merging it changes the logits."""
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_TARGETS, use_dora=use_dora)
-    model = get_peft_model(plain_model(base), config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    model.save_pretrained(out)
-    return out
 
 
 def variant(base: Path, out: Path, **changes) -> Path:
@@ -82,9 +68,9 @@ def adapters(tiny, tmp_path_factory) -> tuple[Path, Path, Path]:
     """Two LoRA adapters and one DoRA adapter on the tiny llama."""
     root = tmp_path_factory.mktemp("adapters")
     return (
-        save_lora(tiny, root / "lora1", seed=1),
-        save_lora(tiny, root / "lora2", seed=2),
-        save_lora(tiny, root / "dora", seed=3, use_dora=True),
+        build_tiny_lora(tiny, root / "lora1", seed=1),
+        build_tiny_lora(tiny, root / "lora2", seed=2),
+        build_tiny_lora(tiny, root / "dora", seed=3, use_dora=True),
     )
 
 

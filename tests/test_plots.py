@@ -71,3 +71,24 @@ def test_the_same_data_gives_the_same_bytes(tmp_path):
         assert (tmp_path / f"{kind}-a.png").read_bytes() == (tmp_path / f"{kind}-b.png").read_bytes()
     plot_faithfulness_curves({"base": _curve(0.5)}, tmp_path / "curve-c.png")
     assert (tmp_path / "curve-c.png").read_bytes() != (tmp_path / "curve-a.png").read_bytes()
+
+
+def test_titles_count_the_heads_kept_after_pruning_and_marks_tell_them_apart():
+    from benchmark.plots import KEPT_STYLE, PRUNED_STYLE, head_marks, stage_title
+
+    stage = _discovery().stages[0]  # selected (5, 2) and (1, 7)
+    kept = ((5, 2),)
+    assert stage_title(stage, kept) == "A: value fetcher, 1 kept of 2 selected"
+    assert stage_title(stage, ()) == "A: value fetcher, 0 kept of 2 selected"
+    assert stage_title(stage, None) == "A: value fetcher, 2 selected"
+    assert head_marks(stage, kept) == [((5, 2), KEPT_STYLE), ((1, 7), PRUNED_STYLE)]
+
+
+def test_pruned_heads_change_the_picture(tmp_path):
+    discovery = _discovery()
+    pruned = Circuit.of({s.group: s.selected[:1] for s in discovery.stages})
+    plot_head_effects(discovery, tmp_path / "all-kept.png")
+    plot_head_effects(
+        DiscoveryResult(DiscoveryConfig(), discovery.stages, discovery.circuit, pruned), tmp_path / "p.png"
+    )
+    assert (tmp_path / "all-kept.png").read_bytes() != (tmp_path / "p.png").read_bytes()

@@ -37,3 +37,26 @@ def test_the_main_command_has_a_committed_submission_to_reproduce():
         and [names(result["models"]["base"]), names(result["models"]["finetuned"])] == want
     ]
     assert len(found) == 1, f"expected one committed {pair} / {preset} submission, found {len(found)}"
+
+
+def _help_texts(parser) -> list[str]:
+    """The help of a parser and of every subcommand under it."""
+    import argparse
+
+    texts = [parser.format_help()]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            texts += [text for sub in action.choices.values() for text in _help_texts(sub)]
+    return texts
+
+
+def test_docs_and_help_stand_alone_without_files_outside_the_repository():
+    """Users get the README, docs/ and `--help`: none may send them to a file they do not have."""
+    from benchmark.cli import build_parser
+
+    pages = {path.name: path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]}
+    pages |= {f"help {i}": text for i, text in enumerate(_help_texts(build_parser()))}
+    assert len(pages) > 10
+    assert [name for name, text in pages.items() if "SPEC" in text] == []
+    linked = re.findall(r"\]\(([^)#]+)\)", pages["README.md"] + pages["metrics.md"])
+    assert all((ROOT / link).exists() or (ROOT / "docs" / link).exists() for link in linked), linked

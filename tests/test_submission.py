@@ -312,7 +312,6 @@ def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):
     for model in rerun["models"].values():
         for adapter in model["adapters"]:
             adapter["path"] = "/elsewhere/" + adapter["path"]
-    rerun["behaviour"]["base"]["accuracy"] *= 1 + 1e-9  # float noise below the tolerance
     assert differences(plain, rerun) == []
     rerun["faithfulness"]["base"]["own"]["faithfulness"] += 0.01
     assert differences(plain, rerun) == [
@@ -328,4 +327,46 @@ def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other_seed))
     (tmp_path / "broken.json").write_text("{")
     matches = list(committed_matches(rerun, tmp_path))
-    assert [(path.name, len(found)) for path, found in matches] == [("same.json", 1)]
+    assert [(path.name, len(found.differences)) for path, found in matches] == [("same.json", 1)]
+
+
+def test_compare_tolerates_float_noise_in_effects_and_masks_only(plain):
+    from benchmark.submission.compare import FLOAT_TOLERANCE, compare
+
+    rerun = json.loads(json.dumps(plain))
+    stage = rerun["circuits"]["base"]["stages"][0]
+    stage["mean"][0][0] += FLOAT_TOLERANCE / 2
+    rerun["dcm"]["finetuned"][0]["mask"][0] -= FLOAT_TOLERANCE / 4
+    within = compare(plain, rerun)
+    assert within.same and within.largest_tolerated == pytest.approx(FLOAT_TOLERANCE / 2)
+    stage["mean"][0][0] += FLOAT_TOLERANCE  # now 1.5 x the tolerance away
+    assert [d.split(" ")[0] for d in compare(plain, rerun).differences] == [
+        "$.circuits.base.stages[0].mean[0][0]"
+    ]
+    exact = json.loads(json.dumps(plain))
+    exact["behaviour"]["base"]["accuracy"] += 1e-9  # accuracies are counts over n: any move is real
+    exact["circuits"]["base"]["groups"]["value_fetcher"] = []
+    found = [d.split(" ")[0] for d in compare(plain, exact).differences]
+    assert found == ["$.behaviour.base.accuracy", "$.circuits.base.groups.value_fetcher"]
+
+
+def test_reproduction_report_ends_with_the_verdict(plain, tmp_path):
+    from benchmark.submission.compare import reproduction_report
+
+    assert reproduction_report(plain, tmp_path) == (
+        f"nothing to reproduce: no submission in {tmp_path} has the same inputs",
+        True,
+    )
+    (tmp_path / "committed.json").write_text(json.dumps(plain))
+    text, ok = reproduction_report(plain, tmp_path)
+    assert ok and text.startswith(
+        f"reproduces {tmp_path / 'committed.json'}: same numbers (path-patching effects"
+    )
+    changed = json.loads(json.dumps(plain))
+    changed["cmap"]["acc_base"] = 0.5 if plain["cmap"]["acc_base"] != 0.5 else 0.25
+    text, ok = reproduction_report(changed, tmp_path)
+    assert not ok
+    assert text.splitlines()[0].startswith("  $.cmap.acc_base (")
+    assert text.splitlines()[-1].startswith(
+        f"does not reproduce {tmp_path / 'committed.json'}: 1 value differs"
+    )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 
 from benchmark.leaderboard.svg import Series, curves, heatmap
-from benchmark.leaderboard.table import COLUMNS, MISSING, Entry, model_label
+from benchmark.leaderboard.table import COLUMNS, MISSING, Column, Entry, dcm_iou, model_label
 from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_NAMES
 
@@ -23,8 +23,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; margin: 8px 0 24px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 td.text, th.text { text-align: left; }
-#leaderboard td:last-child { font-size: 11px; word-break: break-all; min-width: 120px; }
-#leaderboard td:first-child { min-width: 220px; }
+#leaderboard td.file { font-size: 11px; word-break: break-all; min-width: 120px; }
 #leaderboard th { background: #f0f3f7; cursor: pointer; user-select: none; font-size: 12px; }
 #leaderboard th[aria-sort=ascending]::after { content: " \\25B2"; }
 #leaderboard th[aria-sort=descending]::after { content: " \\25BC"; }
@@ -34,6 +33,11 @@ section.detail { border-top: 2px solid #ccd; margin-top: 24px; }
 svg text { font: 11px sans-serif; fill: #333; }
 svg text.t { font-weight: bold; }
 svg rect.sel { fill: none; stroke: #000; stroke-width: 1.5; }
+svg rect.pruned { fill: none; stroke: #555; stroke-width: 1; stroke-dasharray: 2 2; }
+#leaderboard:not(.all) .more { display: none; }
+#leaderboard td.pair { min-width: 200px; max-width: 360px; }
+.pair span { display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+p.note { color: #555; font-size: 12px; }
 svg rect.frame { fill: none; stroke: #999; }
 svg line.one { stroke: #000; stroke-dasharray: 2 2; }
 svg line.base { stroke: #777; stroke-dasharray: 6 3; }
@@ -70,6 +74,8 @@ _SCRIPT = """
       sortBy(h.getAttribute("data-key"), h.getAttribute("aria-sort") === "ascending");
     });
   });
+  var toggle = document.getElementById("all-columns");
+  toggle.addEventListener("change", function () { table.classList.toggle("all", toggle.checked); });
   var match = /sort=([a-z_]+)(?::(asc|desc))?/.exec(location.search + location.hash);
   if (match) sortBy(match[1], match[2] === "desc");
 })();
@@ -87,29 +93,45 @@ def _display(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _css(column: Column) -> str:
+    """A cell's classes: alignment, the column's own key where it is styled, "more" when not brief."""
+    css = "num" if column.numeric else "text"
+    css += f" {column.key}" if column.key in ("pair", "flag", "file") else ""
+    return css + ("" if column.brief else " more")
+
+
+def _pair_cell(entry: Entry) -> str:
+    """The base model on one line and the fine-tuned one on the next, linking to the pair's details."""
+    models = entry.result.models
+    base, finetuned = escape(model_label(models.base)), escape(model_label(models.finetuned))
+    spans = f'<span title="{base}">{base}</span><span title="{finetuned}">&#8594; {finetuned}</span>'
+    return f'<a href="#{anchor(entry)}">{spans}</a>'
+
+
 def _row(entry: Entry) -> str:
+    """One table row; each cell carries its raw value in data-value, which the script sorts by."""
     cells = []
     for column in COLUMNS:
         value = entry.values[column.key]
         sort_value = "" if value is None else (repr(value) if isinstance(value, float) else str(value))
-        text = escape(_display(value))
-        if column.key == "pair":
-            text = f'<a href="#{anchor(entry)}">{text}</a>'
-        css = "text" if not column.numeric else "num"
-        css += " flag" if column.key == "flag" else ""
-        cells.append(f'<td class="{css}" data-value="{escape(sort_value)}">{text}</td>')
+        text = _pair_cell(entry) if column.key == "pair" else escape(_display(value))
+        cells.append(f'<td class="{_css(column)}" data-value="{escape(sort_value)}">{text}</td>')
     return f'<tr data-file="{escape(entry.file)}">{"".join(cells)}</tr>'
 
 
 def table(rows: Sequence[Entry]) -> str:
     """The sortable leaderboard table."""
     headers = "".join(
-        f'<th class="{"num" if c.numeric else "text"}" data-key="{c.key}" '
+        f'<th class="{_css(c)}" data-key="{c.key}" '
         f'data-type="{"num" if c.numeric else "text"}" title="{escape(c.description)}">{escape(c.title)}</th>'
         for c in COLUMNS
     )
     body = "\n".join(_row(entry) for entry in rows)
-    head = f'<div class="scroll"><table id="leaderboard">\n<thead><tr>{headers}</tr></thead>'
+    hidden = ", ".join(escape(c.title) for c in COLUMNS if not c.brief)
+    toggle = (
+        f'<p><label><input type="checkbox" id="all-columns"> show all columns</label> (adds {hidden})</p>'
+    )
+    head = f'{toggle}<div class="scroll"><table id="leaderboard">\n<thead><tr>{headers}</tr></thead>'
     return f"{head}\n<tbody>\n{body}\n</tbody>\n</table></div>"
 
 
@@ -138,7 +160,11 @@ def _facts(result: Result) -> list[tuple[str, object]]:
         model = getattr(result.models, side)
         facts += [
             (f"{name} model", model_label(model)),
-            (f"{name} weights sha256", model.weights_sha256),
+            (f"{name} weights sha256 (before adapters)", model.weights_sha256),
+            *(
+                (f"{name} adapter {i}: {adapter.name}", f"weights sha256 {adapter.weights_sha256}")
+                for i, adapter in enumerate(model.adapters, 1)
+            ),
             (
                 f"{name} dtype / type / tokenizer",
                 f"{model.dtype} / {model.model_type} / {model.tokenizer_class}",
@@ -160,21 +186,18 @@ def _facts(result: Result) -> list[tuple[str, object]]:
     return facts
 
 
-def _stage_title(group: str) -> str:
-    letter = "ABCD"[GROUP_NAMES.index(group)]
-    return f"{letter}: {group.replace('_', ' ')}"
-
-
 def _circuit_figures(result: Result) -> str:
     if result.circuits is None:
         return "<p>Circuit discovery did not run.</p>"
     parts = [
-        "<p>Red: patching the head lowers p(answer); blue: raises it; outlined: selected. "
+        "<p>Each cell is one head's path-patching effect as a sender: the relative change of p(answer), "
+        "(p_patched - p_clean) / p_clean. Red: patching the head lowers p(answer); blue: raises it. "
+        "Solid outline: in the circuit (kept after minimality pruning); dashed: selected, then pruned. "
         f"{escape(result.circuits.gqa_note)}</p>"
     ]
     for side, name in SIDES:
-        stages = getattr(result.circuits, side).stages
-        figures = "".join(heatmap(stage, _stage_title(stage.group)) for stage in stages)
+        circuit = getattr(result.circuits, side)
+        figures = "".join(heatmap(stage, circuit.groups[stage.group]) for stage in circuit.stages)
         parts.append(f"<h4>{name} model: path-patching effect per head</h4>")
         parts.append(f'<div class="figures">{figures}</div>')
     return "\n".join(parts)
@@ -191,16 +214,35 @@ def _faithfulness_figure(result: Result) -> str:
 
 
 def _dcm_table(result: Result) -> str:
+    """Per (group, desideratum): IoU ("undefined" for two empty sets) and the base heads' accuracies."""
     if result.dcm is None:
         return "<p>DCM did not run.</p>"
     rows = [
-        (o.group, o.desideratum, o.iou, o.base_heads_in_base, o.base_heads_in_finetuned)
+        (
+            o.group,
+            o.desideratum,
+            _undefined(dcm_iou(result, o)),
+            o.base_heads_in_base,
+            o.base_heads_in_finetuned,
+        )
         for o in result.dcm.overlap
     ]
-    return _grid(("group", "desideratum", "IoU", "base heads in base", "base heads in fine-tuned"), rows)
+    note = (
+        '<p class="note">IoU of the heads DCM selects in each model ("undefined": neither model has any). '
+        "The accuracy columns patch the base model's DCM heads with their counterfactual values, in the base "
+        "model and in the fine-tuned one (test pairs).</p>"
+    )
+    headers = ("group", "desideratum", "IoU", "accuracy, base heads patched in base", "... in fine-tuned")
+    return note + _grid(headers, rows)
+
+
+def _undefined(value: float | None) -> float | str:
+    """A number, or the word for one that has no meaning here."""
+    return "undefined" if value is None else value
 
 
 def _cmap_table(result: Result) -> str:
+    """The accuracy gap in words, then the patched accuracy, change and gain per head set."""
     cmap = result.cmap
     if cmap is None:
         return "<p>CMAP did not run.</p>"
@@ -209,11 +251,18 @@ def _cmap_table(result: Result) -> str:
         (name, len(e.heads), e.acc_patched, e.change, e.gain) if e else (name, 0, None, None, None)
         for name, e in entries
     ]
-    note = (
-        f"<p>acc base {cmap.acc_base:.3f}, acc fine-tuned {cmap.acc_finetuned:.3f}; "
-        f"gain defined: {cmap.gain_defined}</p>"
+    gap = cmap.acc_finetuned - cmap.acc_base
+    defined = (
+        "so gain = change / gap, the share of the gap closed"
+        if cmap.gain_defined
+        else "too small a gap for a gain, so only the raw change is shown"
     )
-    return note + _grid(("heads patched", "n heads", "acc patched", "change", "gain"), rows)
+    note = (
+        f"<p>accuracy of the base {cmap.acc_base:.3f}, of the fine-tuned {cmap.acc_finetuned:.3f}: "
+        f"a gap of {gap:+.3f}, {defined}. Change = accuracy patched - accuracy of the base. "
+        f"A dash: the group has no heads.</p>"
+    )
+    return note + _grid(("heads patched", "n heads", "accuracy patched", "change", "gain"), rows)
 
 
 def detail(entry: Entry) -> str:
@@ -249,7 +298,9 @@ def page(rows: Sequence[Entry]) -> str:
             f"<h1>{TITLE}</h1>",
             f"<p>{len(rows)} submissions. Click a column header to sort. Built by "
             "<code>etbench leaderboard build</code> from <code>submissions/</code>; "
-            "the columns are defined in <code>docs/metrics.md</code>.</p>",
+            "the columns are defined in <code>docs/metrics.md</code> (hover a header for a summary). "
+            f"A dash ({MISSING}) means the stage did not run, the group has no heads, or the number is "
+            "undefined.</p>",
             table(rows),
             empty,
             *(detail(entry) for entry in rows),

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from benchmark.kinds import Heads
 from benchmark.records import Curve, DiscoveryStage
+from benchmark.submission.kinds import EFFECT_UNIT, group_title
 
 HEATMAP_WIDTH = 192  # pixels for the head axis, at most
 HEATMAP_MIN_SVG_WIDTH = 240
-CURVE_SIZE = (420, 260)
-_MARGIN = (44, 28, 12, 36)  # left, top, right, bottom
+CURVE_SIZE = (460, 300)
+_MARGIN = (58, 28, 14, 40)  # left, top, right, bottom (room for tick labels and axis titles)
+LEGEND_ROW = 16  # pixels per legend line, below the plot
 _RED, _BLUE, _WHITE = (178, 24, 43), (33, 102, 172), (247, 247, 247)
 CURVE_COLOURS = ("#1b6ca8", "#c0392b", "#2e8b57", "#8e44ad")
 
@@ -38,18 +41,69 @@ def _svg(width: int, height: int, label: str, body: Sequence[str]) -> str:
     return "\n".join([head, *body, "</svg>"])
 
 
-def heatmap(stage: DiscoveryStage, title: str) -> str:
-    """One stage's mean effects as a [layer x head] grid (layer 0 at the bottom), selected heads outlined."""
+def _ticks(n: int, most: int = 8) -> range:
+    """Integer tick positions 0, step, 2 step... with at most about `most` of them."""
+    return range(0, n, max(1, -(-n // most)))
+
+
+def _heatmap_axes(n_layers: int, n_heads: int, cell: int, left: int, top: int) -> list[str]:
+    """Integer tick labels for heads (below) and layers (left, layer 0 at the bottom), and axis titles."""
+    bottom = top + n_layers * cell
+    parts = [
+        f'<text x="{left + h * cell + cell / 2:.1f}" y="{bottom + 12}" text-anchor="middle">{h}</text>'
+        for h in _ticks(n_heads)
+    ]
+    parts += [
+        f'<text x="{left - 4}" y="{top + (n_layers - 1 - layer) * cell + cell / 2 + 4:.1f}" '
+        f'text-anchor="end">{layer}</text>'
+        for layer in _ticks(n_layers)
+    ]
+    parts.append(
+        f'<text x="{left + n_heads * cell / 2:.1f}" y="{bottom + 25}" text-anchor="middle">head</text>'
+    )
+    parts.append(
+        f'<text x="10" y="{top + n_layers * cell / 2:.1f}" transform="rotate(-90 10 '
+        f'{top + n_layers * cell / 2:.1f})" text-anchor="middle">layer</text>'
+    )
+    return parts
+
+
+def _colour_scale(limit: float, x: int, y: int, width: int) -> list[str]:
+    """A horizontal key from -limit (red) through 0 (white) to +limit (blue), labelled at both ends and 0."""
+    steps = 11
+    swatch = width / steps
+    parts = [
+        f'<rect x="{x + i * swatch:.1f}" y="{y}" width="{swatch + 0.5:.1f}" height="8" '
+        f'fill="{colour((2 * i / (steps - 1) - 1) * limit, limit)}"/>'
+        for i in range(steps)
+    ]
+    labels = (
+        (x, "start", f"{-limit:.3g}"),
+        (x + width / 2, "middle", "0"),
+        (x + width, "end", f"+{limit:.3g}"),
+    )
+    parts += [
+        f'<text x="{lx:.1f}" y="{y + 20}" text-anchor="{anchor}">{text}</text>' for lx, anchor, text in labels
+    ]
+    parts.append(f'<text x="{x + width / 2:.1f}" y="{y + 33}" text-anchor="middle">{EFFECT_UNIT}</text>')
+    return parts
+
+
+def heatmap(stage: DiscoveryStage, kept: Heads | None) -> str:
+    """One stage's mean effects as a [layer x head] grid (layer 0 at the bottom) with integer ticks and a
+    colour key; the circuit's heads outlined solid, heads selected and then pruned dashed."""
+    title = group_title(stage.group, None if kept is None else len(kept), len(stage.selected))
     if stage.mean is None:
         reason = escape(stage.skipped_because or "stage skipped")
         body = [f'<text x="4" y="16" class="t">{escape(title)}</text>', f'<text x="4" y="36">{reason}</text>']
         return _svg(HEATMAP_WIDTH + 60, 48, title, body)
     n_layers, n_heads = len(stage.mean), len(stage.mean[0])
     cell = max(3, min(24, HEATMAP_WIDTH // n_heads))
-    left, top = 30, 22
-    width, height = max(HEATMAP_MIN_SVG_WIDTH, left + n_heads * cell + 8), top + n_layers * cell + 24
+    left, top = 40, 22
+    grid_width = n_heads * cell
+    width, height = max(HEATMAP_MIN_SVG_WIDTH, left + grid_width + 8), top + n_layers * cell + 72
     limit = max((abs(v) for row in stage.mean for v in row), default=0.0)
-    body = [f'<text x="{left}" y="14" class="t">{escape(title)}</text>']
+    body = [f'<text x="4" y="14" class="t">{escape(title)}</text>']
     for layer, row in enumerate(stage.mean):
         y = top + (n_layers - 1 - layer) * cell
         for head, value in enumerate(row):
@@ -57,11 +111,14 @@ def heatmap(stage: DiscoveryStage, title: str) -> str:
                 f'<rect x="{left + head * cell}" y="{y}" width="{cell}" height="{cell}" '
                 f'fill="{colour(value, limit)}"><title>L{layer} H{head}: {value:.4g}</title></rect>'
             )
+    survivors = set(map(tuple, stage.selected if kept is None else kept))
     for layer, head in stage.selected:
         y = top + (n_layers - 1 - layer) * cell
-        body.append(f'<rect x="{left + head * cell}" y="{y}" width="{cell}" height="{cell}" class="sel"/>')
-    body.append(f'<text x="{left}" y="{height - 8}">{n_heads} heads across, {n_layers} layers up</text>')
-    return _svg(width, height, title, body)
+        css = "sel" if (layer, head) in survivors else "pruned"
+        body.append(f'<rect x="{left + head * cell}" y="{y}" width="{cell}" height="{cell}" class="{css}"/>')
+    body += _heatmap_axes(n_layers, n_heads, cell, left, top)
+    body += _colour_scale(limit, left, top + n_layers * cell + 32, max(grid_width, 150))
+    return _svg(max(width, left + 158), height, title, body)
 
 
 @dataclass(frozen=True)
@@ -96,32 +153,51 @@ def _axes(at, box, y_max: float) -> list[str]:
     parts.append(f'<line x1="{left}" y1="{one:.1f}" x2="{left + plot_w}" y2="{one:.1f}" class="one"/>')
     parts.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle">'
-        "fraction of heads (top-k by effect)</text>"
+        "fraction of all heads in the circuit (the top-k by path-patching effect)</text>"
+    )
+    middle = top + plot_h / 2
+    parts.append(
+        f'<text x="14" y="{middle:.1f}" transform="rotate(-90 14 {middle:.1f})" text-anchor="middle">'
+        "faithfulness (circuit / full accuracy)</text>"
     )
     return parts
 
 
+def _legend(entries: Sequence[tuple[str, str, str]], x: float, y: float) -> list[str]:
+    """One line per (css class or colour, dash pattern, label): a short stroke of the line's style, then the
+    label, so each colour is tied to its name."""
+    parts = []
+    for i, (stroke, dash, label) in enumerate(entries):
+        row = y + i * LEGEND_ROW
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(
+            f'<line x1="{x}" y1="{row - 4}" x2="{x + 24}" y2="{row - 4}" stroke="{stroke}" '
+            f'stroke-width="2"{dashes}/>'
+        )
+        parts.append(f'<text x="{x + 30}" y="{row}">{escape(label)}</text>')
+    return parts
+
+
 def curves(series: Sequence[Series], baselines: Sequence[tuple[str, float]], title: str) -> str:
-    """Faithfulness over circuit size, one polyline per series, dashed lines for the baselines."""
+    """Faithfulness over circuit size, one polyline per series, dashed lines for the baselines, and a
+    legend below the plot with each line's colour and style."""
     values = [p.faithfulness for s in series for p in s.curve.points if p.faithfulness is not None]
     y_max = max([1.2, *values, *(v for _, v in baselines)]) * 1.05
     at, box = _plot_geometry(y_max)
     body = [f'<text x="{box[0]}" y="16" class="t">{escape(title)}</text>', *_axes(at, box, y_max)]
+    legend = []
     for i, item in enumerate(series):
         colour_ = CURVE_COLOURS[i % len(CURVE_COLOURS)]
         points = [at(p.fraction, p.faithfulness) for p in item.curve.points if p.faithfulness is not None]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
         area = "n/a" if item.curve.area is None else f"{item.curve.area:.3f}"
         body.append(f'<polyline points="{path}" fill="none" stroke="{colour_}" stroke-width="2"/>')
-        body.append(
-            f'<text x="{box[0] + 8}" y="{box[1] + 16 + 14 * i}" fill="{colour_}">'
-            f"{escape(item.label)} (area {area})</text>"
-        )
-    for i, (label, value) in enumerate(baselines):
+        legend.append((colour_, "", f"{item.label} (area under the curve {area})"))
+    for label, value in baselines:
         _, y = at(0, value)
         body.append(f'<line x1="{box[0]}" y1="{y:.1f}" x2="{box[0] + box[2]}" y2="{y:.1f}" class="base"/>')
-        body.append(
-            f'<text x="{box[0] + box[2] - 4}" y="{y - 4 - 12 * i:.1f}" text-anchor="end">'
-            f"{escape(label)} {value:.3f}</text>"
-        )
-    return _svg(*CURVE_SIZE, title, body)
+        legend.append(("#777", "6 3", f"{label}: {value:.3f}"))
+    legend.append(("#000", "2 2", "faithfulness 1 (the circuit does what the model does)"))
+    width, height = CURVE_SIZE
+    body += _legend(legend, box[0], height + 4)
+    return _svg(width, height + 8 + LEGEND_ROW * len(legend), title, body)

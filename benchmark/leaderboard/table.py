@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import pandas as pd
 from tabulate import tabulate
 
 from benchmark.models.identity import ModelRecord
-from benchmark.records import Result
+from benchmark.records import DCMOverlap, Result
 from benchmark.submission.kinds import GROUP_NAMES
 
 MISSING = "–"  # how an absent number shows in Markdown and on the page
@@ -26,12 +25,14 @@ DUPLICATE = "duplicate"
 
 @dataclass(frozen=True)
 class Column:
-    """A leaderboard column: its key (the Row field), title, and whether it sorts as a number."""
+    """A leaderboard column: its key (the Row field), title, whether it sorts as a number, and whether the
+    page shows it by default (`brief`; the others appear with "all columns", Markdown and CSV show all)."""
 
     key: str
     title: str
     numeric: bool
     description: str
+    brief: bool = True
 
 
 def _group_title(group: str) -> str:
@@ -47,24 +48,43 @@ COLUMNS: tuple[Column, ...] = (
     Column("faith_base", "faith. base circuit in base", True, "faithfulness of the base circuit in base"),
     Column("faith_transfer", "faith. base circuit in fine-tuned", True, "the base circuit in the fine-tuned"),
     Column(
-        "random_baseline", "random circuit faith.", True, "mean faithfulness of random base-size circuits"
+        "random_baseline",
+        "random circuit faith.",
+        True,
+        "mean faithfulness of random base-size circuits",
+        brief=False,
     ),
     Column("circuit_iou", "circuit IoU", True, "IoU of the base and fine-tuned circuits' heads"),
-    Column("dcm_overlap", "DCM overlap (mean IoU)", True, "mean IoU of DCM heads over (group, desideratum)"),
+    Column(
+        "dcm_overlap",
+        "DCM overlap (mean IoU)",
+        True,
+        "mean IoU of DCM heads over the (group, desideratum) where either model has some",
+    ),
     Column(
         "cmap_circuit", "CMAP gain: circuit", True, "share of the accuracy gap closed by the full circuit"
     ),
     *(
         Column(
-            f"cmap_{g}", f"CMAP gain: {_group_title(g)}", True, f"gap closed by the {_group_title(g)} heads"
+            f"cmap_{g}",
+            f"CMAP gain: {_group_title(g)}",
+            True,
+            f"gap closed by the {_group_title(g)} heads",
+            brief=False,
         )
         for g in GROUP_NAMES
     ),
-    Column("preset", "preset", False, "sizes of the run: spec-v1 (SPEC's) or a reduced one, e.g. cpu-small"),
-    Column("suite_version", "suite version", False, "version of entity-tracking-bench that scored the pair"),
-    Column("date", "date", False, "UTC date the run finished"),
+    Column("preset", "preset", False, "sizes of the run: spec-v1 (the full ones) or cpu-small (about 1/7)"),
+    Column(
+        "suite_version",
+        "suite version",
+        False,
+        "version of entity-tracking-bench that scored the pair",
+        brief=False,
+    ),
+    Column("date", "date", False, "UTC date the run finished", brief=False),
     Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
-    Column("file", "file", False, "the submission file in submissions/"),
+    Column("file", "file", False, "the submission file in submissions/", brief=False),
 )
 
 
@@ -111,10 +131,28 @@ def _cmap_values(result: Result) -> dict[str, float | None]:
     return values
 
 
+def dcm_iou(result: Result, overlap: DCMOverlap) -> float | None:
+    """The IoU of one (group, desideratum)'s DCM heads, or None when neither model has any: two empty sets
+    say nothing about overlap. (The result file stores 1.0 there; the leaderboard shows it undefined.)"""
+
+    def heads(masks) -> set:
+        return {
+            tuple(h)
+            for m in masks
+            if (m.group, m.desideratum) == (overlap.group, overlap.desideratum)
+            for h in m.heads
+        }
+
+    dcm = result.dcm
+    return overlap.iou if heads(dcm.base) or heads(dcm.finetuned) else None
+
+
 def _dcm_overlap(result: Result) -> float | None:
-    if result.dcm is None or not result.dcm.overlap:
+    """Mean DCM IoU over the (group, desideratum) where it is defined; None if it is nowhere."""
+    if result.dcm is None:
         return None
-    return sum(o.iou for o in result.dcm.overlap) / len(result.dcm.overlap)
+    defined = [iou for o in result.dcm.overlap if (iou := dcm_iou(result, o)) is not None]
+    return sum(defined) / len(defined) if defined else None
 
 
 def finished_date(result: Result) -> str:
@@ -198,6 +236,8 @@ def markdown(rows: Sequence[Entry]) -> str:
 
 def csv_text(rows: Sequence[Entry]) -> str:
     """The CSV of the leaderboard (column keys as header, empty cell for a missing number)."""
+    import pandas as pd  # only a build needs it; `etbench --help` should not pay for it
+
     frame = pd.DataFrame(
         [[row.values[c.key] for c in COLUMNS] for row in rows], columns=[c.key for c in COLUMNS]
     )

@@ -16,6 +16,34 @@ from benchmark.records import Accuracy
 from benchmark.tasks import TASKS_DIR, task_names
 
 logger = logging.getLogger(__name__)
+# lm-eval warnings that do not apply to how the suite calls it, by logger: the suite passes an already
+# loaded model on purpose (adapters merged, on its device), and the boxes task's dataset reads the suite's
+# own metadata (words, seed, size), not the `max_seq_lengths` of lm-eval's long-context tasks.
+KNOWN_LM_EVAL_NOISE = {
+    "lm_eval.models.huggingface": "`pretrained` model kwarg is not of type `str`",
+    "lm_eval.api.task": "Custom kwargs can be passed to `--metadata`",
+}
+
+
+class _DropKnownNoise(logging.Filter):
+    """Drops one logger's known, inapplicable warning; everything else it logs passes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for the known warning only."""
+        return self.text not in record.getMessage()
+
+
+_NOISE_FILTERS = {name: _DropKnownNoise(text) for name, text in KNOWN_LM_EVAL_NOISE.items()}
+
+
+def silence_known_lm_eval_noise() -> None:
+    """Install the filters (idempotent: logging keeps one copy of each filter object)."""
+    for name, noise in _NOISE_FILTERS.items():
+        logging.getLogger(name).addFilter(noise)
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,7 @@ def lm_eval_accuracy(study: ModelUnderStudy, split: Split, batch_size: int) -> t
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    silence_known_lm_eval_noise()
     task = task_names()[split.n_boxes]
     source = resolve_source(study.spec)
     metadata = {"pretrained": source.location, "n_prompts": len(split.examples), "seed": split.seed}

@@ -152,10 +152,6 @@ def _cmap(run: ScoreRun, side: None, inputs: dict):
     return run_cmap(base, finetuned, circuit, prompts, config, progress=run.progress)
 
 
-def _sizes(*pairs: tuple[str, int]) -> str:
-    return ", ".join(f"{n} {what}" for what, n in pairs)
-
-
 MODEL, PAIR = True, False  # per_model
 
 STAGES: tuple[ScoreStage, ...] = (

@@ -1,16 +1,64 @@
-"""Do two results hold the same numbers? Everything but where and when they ran must agree.
+"""Does a run reproduce a committed result of the same inputs? Each field is compared as its kind allows.
 
-`etbench score` uses this to say whether a run reproduces a committed submission of the same pair.
+Head sets, counts, hashes, settings and every accuracy (and what is computed from accuracies only:
+faithfulness, IoU, CMAP gains, curve areas) must be equal. The floats of continuous measurements (path-
+patching effects and their standard errors, the minimality metric, DCM masks) may move by a few 1e-6
+between machines: a CPU with another vector instruction set (AVX2 vs AVX-512) runs other matrix kernels,
+which round differently, and learned DCM masks inherit that through training. They are equal within
+`FLOAT_TOLERANCE`. `etbench score` uses this to end with a line that says whether it reproduced.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 RUN_SPECIFIC = ("hardware", "timing")  # top-level blocks that describe the run, not its numbers
+FLOAT_TOLERANCE = 1e-4  # absolute; the largest move seen between machines was 1.4e-5
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Floats whose JSON path (list indices dropped, "*" any key) matches `keys` may differ by `absolute`."""
+
+    keys: tuple[str, ...]
+    absolute: float
+    what: str
+
+    def matches(self, keys: tuple[str, ...]) -> bool:
+        """Whether a float at `keys` (a path's dict keys, outermost first) falls under this tolerance."""
+        if len(keys) != len(self.keys):
+            return False
+        return all(pattern in ("*", key) for pattern, key in zip(self.keys, keys, strict=True))
+
+
+TOLERANCES: tuple[Tolerance, ...] = (
+    Tolerance(("circuits", "*", "stages", "mean"), FLOAT_TOLERANCE, "path-patching effects"),
+    Tolerance(("circuits", "*", "stages", "stderr"), FLOAT_TOLERANCE, "their standard errors"),
+    Tolerance(("circuits", "*", "minimality_metric"), FLOAT_TOLERANCE, "minimality metrics"),
+    Tolerance(("dcm", "*", "mask"), FLOAT_TOLERANCE, "DCM masks"),
+)
+
+
+def tolerance_text() -> str:
+    """The rule in words, as the reproduction line prints it."""
+    tolerant = ", ".join(t.what for t in TOLERANCES)
+    return f"{tolerant} within {FLOAT_TOLERANCE:g}, every other value exact"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What differs between two results beyond the tolerances, and the largest float move inside them."""
+
+    differences: tuple[str, ...]
+    largest_tolerated: float
+
+    @property
+    def same(self) -> bool:
+        """Nothing differs beyond the tolerances."""
+        return not self.differences
 
 
 def comparable(result: dict) -> dict:
@@ -24,34 +72,44 @@ def comparable(result: dict) -> dict:
     return plain
 
 
-def differences(a: dict, b: dict, rel_tol: float = 1e-6) -> list[str]:
-    """JSON paths where two plain results differ in their numbers (floats within `rel_tol` are equal)."""
-    return _diff(comparable(a), comparable(b), rel_tol, "$")
+def compare(a: dict, b: dict) -> Comparison:
+    """Compare two plain results field by field (see the module's docstring for the rules)."""
+    found: list[str] = []
+    tolerated: list[float] = [0.0]
+    _walk(comparable(a), comparable(b), "$", (), found, tolerated)
+    return Comparison(tuple(found), max(tolerated))
 
 
-def _diff(a, b, rel_tol: float, path: str) -> list[str]:
+def differences(a: dict, b: dict) -> list[str]:
+    """JSON paths (with both values) where two plain results differ beyond the tolerances."""
+    return list(compare(a, b).differences)
+
+
+def _walk(a, b, path: str, keys: tuple[str, ...], found: list[str], tolerated: list[float]) -> None:
+    """Append to `found` every difference under `path`; `tolerated` collects the float moves allowed."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [
-            d
-            for key in sorted(set(a) | set(b))
-            for d in _diff(a.get(key), b.get(key), rel_tol, f"{path}.{key}")
-        ]
-    if isinstance(a, list) and isinstance(b, list):
+        for key in sorted(set(a) | set(b)):
+            _walk(a.get(key), b.get(key), f"{path}.{key}", (*keys, key), found, tolerated)
+    elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            return [f"{path} (length {len(a)} vs {len(b)})"]
-        return [
-            d for i, pair in enumerate(zip(a, b, strict=True)) for d in _diff(*pair, rel_tol, f"{path}[{i}]")
-        ]
-    if isinstance(a, float) or isinstance(b, float):
-        same = isinstance(a, int | float) and isinstance(b, int | float) and _close(a, b, rel_tol)
-        return [] if same else [f"{path} ({a} vs {b})"]
-    return [] if a == b else [f"{path} ({a!r} vs {b!r})"]
+            found.append(f"{path} (length {len(a)} vs {len(b)})")
+            return
+        for i, pair in enumerate(zip(a, b, strict=True)):
+            _walk(*pair, f"{path}[{i}]", keys, found, tolerated)
+    elif _numbers(a, b) and (isinstance(a, float) or isinstance(b, float)):
+        move = abs(a - b)  # results hold no NaN (undefined numbers are null)
+        limit = next((t.absolute for t in TOLERANCES if t.matches(keys)), 0.0)
+        if move > limit:
+            found.append(f"{path} ({a} vs {b})")
+        else:
+            tolerated.append(move)
+    elif a != b:
+        found.append(f"{path} ({a!r} vs {b!r})")
 
 
-def _close(a: float, b: float, rel_tol: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
+def _numbers(a, b) -> bool:
+    """Both are JSON numbers (a bool is not one, though Python says it is an int)."""
+    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
 
 
 def same_inputs(a: dict, b: dict) -> bool:
@@ -65,12 +123,33 @@ def _weights(result: dict) -> list:
     return [(m["weights_sha256"], [a["weights_sha256"] for a in m["adapters"]]) for m in models]
 
 
-def committed_matches(result: dict, submissions_dir: str | Path) -> Iterator[tuple[Path, list[str]]]:
-    """Each submission scored from the same inputs as `result`, with the paths where its numbers differ."""
+def committed_matches(result: dict, submissions_dir: str | Path) -> Iterator[tuple[Path, Comparison]]:
+    """Each submission scored from the same inputs as `result`, compared with it."""
     for path in sorted(Path(submissions_dir).glob("*.json")):
         try:
             other = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(other, dict) and isinstance(other.get("models"), dict) and same_inputs(result, other):
-            yield path, differences(result, other)
+            yield path, compare(result, other)
+
+
+def reproduction_report(result: dict, submissions_dir: str | Path, shown: int = 10) -> tuple[str, bool]:
+    """The lines `etbench score` ends with, and whether every matching submission was reproduced.
+
+    The verdict comes last, so it is the last line the user sees; no matching submission is no failure."""
+    lines, ok = [], True
+    for path, comparison in committed_matches(result, submissions_dir):
+        if comparison.same:
+            largest = f"largest float move {comparison.largest_tolerated:.1e}"
+            lines.append(f"reproduces {path}: same numbers ({tolerance_text()}; {largest})")
+            continue
+        ok = False
+        n = len(comparison.differences)
+        lines += [f"  {line}" for line in comparison.differences[:shown]]
+        count = "1 value differs" if n == 1 else f"{n} values differ"
+        more = f" ({n - shown} not shown)" if n > shown else ""
+        lines.append(f"does not reproduce {path}: {count}{more} (rule: {tolerance_text()})")
+    if not lines:
+        lines.append(f"nothing to reproduce: no submission in {submissions_dir} has the same inputs")
+    return "\n".join(lines), ok

@@ -1,7 +1,7 @@
 """The small type grammar a result file is written in, read from the dataclasses' type hints.
 
 The JSON codec, the JSON Schema generator and the meaning checks all walk these nodes, so the file format
-has one definition: the dataclasses in `benchmark.submission.result`.
+has one definition: the dataclasses in `benchmark.records` (and the settings and identity records they hold).
 """
 
 from __future__ import annotations

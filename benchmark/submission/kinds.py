@@ -17,3 +17,14 @@ KNOWN_METRIC_VERSIONS: tuple[str, ...] = (METRIC_VERSION,)
 
 GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)
 DESIDERATUM_NAMES: tuple[str, ...] = tuple(desideratum.value for desideratum in DCM_DESIDERATA)
+
+EFFECT_UNIT = "relative change of p(answer)"  # a head's path-patching effect: (p_patched - p_clean) / p_clean
+
+
+def group_title(group: str, kept: int | None, selected: int) -> str:
+    """A circuit group's heading in plots and on the page: "A: value fetcher, 7 kept of 8 selected".
+
+    It counts the heads that survived minimality pruning (`kept`; None when unknown), not only the
+    candidates path patching selected."""
+    name = f"{'ABCD'[GROUP_NAMES.index(group)]}: {group.replace('_', ' ')}"
+    return f"{name}, {selected} selected" if kept is None else f"{name}, {kept} kept of {selected} selected"

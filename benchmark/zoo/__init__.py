@@ -1,23 +1,15 @@
-"""The model zoo: seeded CPU recipes for LoRA adapters on SmolLM2 that make reference pairs (issue 7)."""
+"""The model zoo: seeded CPU recipes for LoRA adapters on SmolLM2 that make reference pairs (issue 7).
 
-from benchmark.zoo.pairs import REFERENCE_PAIRS, ReferencePair, get_pair
-from benchmark.zoo.recipes import ADAPTERS_DIR, RECIPES, Recipe, get_recipe
-from benchmark.zoo.tasks import TASKS, TrainRow, generate_task
-from benchmark.zoo.train import Evaluation, TrainingReport, canonical_test, train_recipe
+Names load from their submodules on first use (`benchmark.lazy`), so importing the package stays cheap.
+"""
 
-__all__ = [
-    "ADAPTERS_DIR",
-    "REFERENCE_PAIRS",
-    "RECIPES",
-    "TASKS",
-    "Evaluation",
-    "Recipe",
-    "ReferencePair",
-    "TrainRow",
-    "TrainingReport",
-    "canonical_test",
-    "generate_task",
-    "get_pair",
-    "get_recipe",
-    "train_recipe",
-]
+from benchmark.lazy import lazy_exports
+
+_EXPORTS = {
+    "pairs": ("REFERENCE_PAIRS", "ReferencePair", "get_pair"),
+    "recipes": ("ADAPTERS_DIR", "RECIPES", "Recipe", "get_recipe"),
+    "tasks": ("TASKS", "TrainRow", "generate_task"),
+    "train": ("Evaluation", "TrainingReport", "canonical_test", "train_recipe"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)

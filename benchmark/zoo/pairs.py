@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmark.models import ModelSpec
 from benchmark.zoo.recipes import ADAPTERS_DIR, RECIPES
+
+if TYPE_CHECKING:
+    from benchmark.models import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class ReferencePair:
 
     def specs(self, adapters_dir: Path = ADAPTERS_DIR, **placement) -> tuple[ModelSpec, ModelSpec]:
         """Base and fine-tuned model specs; `placement` is passed on (dtype, device, device_map)."""
+        from benchmark.models import ModelSpec  # imports torch: only when a pair is scored
+
         missing = [n for n in self.base_chain + self.finetuned_chain if not (adapters_dir / n).is_dir()]
         if missing:
             raise FileNotFoundError(

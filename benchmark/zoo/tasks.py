@@ -11,8 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmark.data import Context, Example, check_vocabulary
-from benchmark.data.boxes import draw_context
+from benchmark.data.boxes import Context, Example, draw_context
 
 # Boxes per context of every boxes-family task (the suite's canonical size).
 TASK_BOXES = 7
@@ -35,6 +34,8 @@ def _train_queries(tokenizer, n_rows: int, rng: random.Random) -> list[tuple[Con
 
     Drawn one by one, so the first k rows do not depend on n (a longer run extends a shorter one).
     """
+    from benchmark.data.tokenization import check_vocabulary  # imports torch: only when training
+
     vocabulary = check_vocabulary(tokenizer, TASK_BOXES)
     draws = []
     for _ in range(n_rows):
