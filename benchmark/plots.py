@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from benchmark.circuit import Head
-from benchmark.faithfulness import FaithfulnessCurve
-from benchmark.path_patching.discovery import DiscoveryResult, StageResult
+from benchmark.records import Curve, Discovery, DiscoveryStage
 from benchmark.submission.kinds import EFFECT_UNIT, group_title
 
 DPI = 100
@@ -38,31 +38,31 @@ KEPT_STYLE = {"edgecolor": "black", "linewidth": 1.6, "linestyle": "-"}
 PRUNED_STYLE = {"edgecolor": "0.35", "linewidth": 1.0, "linestyle": "--"}
 
 
-def stage_title(stage: StageResult, kept: Sequence[Head] | None) -> str:
+def stage_title(stage: DiscoveryStage, kept: Sequence[Head] | None) -> str:
     """The panel's title: the group and how many of its selected heads the circuit kept."""
     return group_title(stage.group.value, None if kept is None else len(kept), len(stage.selected))
 
 
-def head_marks(stage: StageResult, kept: Sequence[Head] | None) -> list[tuple[Head, dict]]:
+def head_marks(stage: DiscoveryStage, kept: Sequence[Head] | None) -> list[tuple[Head, dict]]:
     """Each selected head with its outline style: kept heads solid, pruned ones dashed."""
     survivors = set(stage.selected if kept is None else kept)
     return [(head, KEPT_STYLE if head in survivors else PRUNED_STYLE) for head in stage.selected]
 
 
-def _draw_stage(axes, stage: StageResult, kept: Sequence[Head] | None) -> None:
+def _draw_stage(axes, stage: DiscoveryStage, kept: Sequence[Head] | None) -> None:
     """One heatmap [layer, head] of a stage's mean effects, centred at 0, selected heads outlined."""
     axes.set_title(stage_title(stage, kept), fontsize=9)
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
-    if stage.effects is None:
+    if stage.mean is None:
         axes.text(0.5, 0.5, "stage skipped", ha="center", va="center", transform=axes.transAxes)
         axes.set_xticks([])
         axes.set_yticks([])
         return
-    effects = stage.effects.mean.float().cpu()  # [layer, head]
-    limit = max(float(effects.abs().max()), 1e-9)
+    effects = np.asarray(stage.mean, dtype=float)  # [layer, head]
+    limit = max(float(np.abs(effects).max()), 1e-9)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
-    image = axes.imshow(effects.numpy(), cmap="RdBu", norm=norm, origin="lower", aspect="auto")
+    image = axes.imshow(effects, cmap="RdBu", norm=norm, origin="lower", aspect="auto")
     axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label=EFFECT_UNIT)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -70,24 +70,21 @@ def _draw_stage(axes, stage: StageResult, kept: Sequence[Head] | None) -> None:
         axes.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, **style))
 
 
-def _as_stages(effects: DiscoveryResult | Sequence[StageResult]) -> tuple[StageResult, ...]:
-    return tuple(effects.stages if isinstance(effects, DiscoveryResult) else effects)
-
-
 def plot_head_effects(
-    effects: DiscoveryResult | Sequence[StageResult], path: str | Path, title: str | None = None
+    effects: Discovery | Sequence[DiscoveryStage], path: str | Path, title: str | None = None
 ) -> Path:
     """One heatmap per path-patching stage (layer x head, diverging colours), with the circuit's heads
-    outlined solid and the selected-then-pruned ones dashed (only a DiscoveryResult knows which survived)."""
-    stages = _as_stages(effects)
+    outlined solid and the selected-then-pruned ones dashed (only a whole `Discovery` record knows which
+    survived). Draws from the result file's records, as the leaderboard page does."""
+    stages = tuple(effects.stages if isinstance(effects, Discovery) else effects)
     if not stages:
         raise ValueError("no stages to plot")
-    circuit = effects.circuit if isinstance(effects, DiscoveryResult) else None
+    circuit = effects.groups if isinstance(effects, Discovery) else None
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * len(stages), height))
     axes = figure.subplots(1, len(stages), squeeze=False)
     for axis, stage in zip(axes[0], stages, strict=True):
-        _draw_stage(axis, stage, None if circuit is None else circuit.heads(stage.group))
+        _draw_stage(axis, stage, None if circuit is None else circuit[stage.group])
     if title:
         figure.suptitle(title)
     keys = [Patch(fill=False, label="in the circuit (kept after pruning)", **KEPT_STYLE)]
@@ -98,7 +95,7 @@ def plot_head_effects(
 
 
 def plot_faithfulness_curves(
-    curves: Mapping[str, FaithfulnessCurve],
+    curves: Mapping[str, Curve],
     path: str | Path,
     baselines: Mapping[str, float] | None = None,
     title: str = "Faithfulness over circuit size",
@@ -112,7 +109,8 @@ def plot_faithfulness_curves(
     for label, curve in curves.items():
         x = [point.fraction for point in curve.points]
         y = [point.faithfulness for point in curve.points]
-        axes.plot(x, y, marker="o", markersize=3, label=f"{label} (area {curve.area:.3f})")
+        area = "undefined" if curve.area is None else f"{curve.area:.3f}"
+        axes.plot(x, y, marker="o", markersize=3, label=f"{label} (area {area})")
     for label, value in (baselines or {}).items():
         axes.axhline(value, linestyle="--", linewidth=1, color="grey", label=f"{label} ({value:.3f})")
     axes.axhline(1.0, linestyle=":", linewidth=0.8, color="black")

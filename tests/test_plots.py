@@ -11,9 +11,10 @@ from benchmark.faithfulness import CurvePoint, FaithfulnessCurve
 from benchmark.path_patching.discovery import DiscoveryConfig, DiscoveryResult, StageResult
 from benchmark.path_patching.sweep import StageEffects
 from benchmark.plots import curve_pixels, heatmap_pixels, plot_faithfulness_curves, plot_head_effects
+from benchmark.records import Curve, Discovery
 
 
-def _discovery() -> DiscoveryResult:
+def _discovery_run() -> DiscoveryResult:
     """Four stages on a 6-layer x 8-head model: three with effects and selected heads, the last skipped."""
     generator = torch.Generator().manual_seed(0)
     stages = []
@@ -26,12 +27,17 @@ def _discovery() -> DiscoveryResult:
     return DiscoveryResult(DiscoveryConfig(), tuple(stages), circuit, circuit)
 
 
-def _curve(scale: float) -> FaithfulnessCurve:
+def _discovery() -> Discovery:
+    """The record the plots draw from (as the result file holds it)."""
+    return _discovery_run().record()
+
+
+def _curve(scale: float) -> Curve:
     fractions = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     points = tuple(
         CurvePoint(f, max(1, round(f * 48)), 0.6 * scale * f**0.3, scale * f**0.3) for f in fractions
     )
-    return FaithfulnessCurve(0.6, (), points)
+    return FaithfulnessCurve(0.6, (), points).record()
 
 
 def _read_png(path) -> Image.Image:
@@ -85,10 +91,11 @@ def test_titles_count_the_heads_kept_after_pruning_and_marks_tell_them_apart():
 
 
 def test_pruned_heads_change_the_picture(tmp_path):
-    discovery = _discovery()
+    discovery = _discovery_run()
     pruned = Circuit.of({s.group: s.selected[:1] for s in discovery.stages})
-    plot_head_effects(discovery, tmp_path / "all-kept.png")
+    plot_head_effects(discovery.record(), tmp_path / "all-kept.png")
     plot_head_effects(
-        DiscoveryResult(DiscoveryConfig(), discovery.stages, discovery.circuit, pruned), tmp_path / "p.png"
+        DiscoveryResult(DiscoveryConfig(), discovery.stages, discovery.circuit, pruned).record(),
+        tmp_path / "p.png",
     )
     assert (tmp_path / "all-kept.png").read_bytes() != (tmp_path / "p.png").read_bytes()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,17 +38,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_plots(outputs: PairOutputs, directory: Path) -> tuple[Path, ...]:
-    """Head-effect heatmaps of both models and their faithfulness curves on one chart (PNG)."""
-    base, finetuned = outputs.models
-    random = base.faithfulness.random.mean
+def write_plots(result: Result, directory: Path) -> tuple[Path, ...]:
+    """Head-effect heatmaps of both models and their faithfulness curves on one chart (PNG), drawn from
+    the result's records."""
+    circuits, faithfulness = result.circuits, result.faithfulness
+    random = faithfulness.base.random.mean
     return (
-        plot_head_effects(base.discovery, directory / "base_head_effects.png", "base model"),
-        plot_head_effects(finetuned.discovery, directory / "finetuned_head_effects.png", "fine-tuned model"),
+        plot_head_effects(circuits.base, directory / "base_head_effects.png", "base model"),
+        plot_head_effects(circuits.finetuned, directory / "finetuned_head_effects.png", "fine-tuned model"),
         plot_faithfulness_curves(
-            {"base": base.faithfulness.curve, "fine-tuned": finetuned.faithfulness.curve},
+            {"base": faithfulness.base.curve, "fine-tuned": faithfulness.finetuned.curve},
             directory / "faithfulness_curves.png",
-            baselines={} if math.isnan(random) else {"random circuits (base)": random},
+            baselines={} if random is None else {"random circuits (base)": random},
         ),
     )
 
@@ -80,4 +80,4 @@ def score_pair(
     path = Path(out) if out else run_dir / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text)
-    return Scored(result, path, run_dir, write_plots(outputs, run_dir / "plots"), outputs)
+    return Scored(result, path, run_dir, write_plots(result, run_dir / "plots"), outputs)
