@@ -115,8 +115,8 @@ class FaithfulnessCurve:
     @property
     def area(self) -> float:
         """Trapezoid area over the points' fractions (in [0, 1]); spans [first fraction, last fraction].
-        NaN when a point's faithfulness is undefined."""
-        if any(point.faithfulness is None for point in self.points):
+        NaN when a point's faithfulness is undefined or there are no points."""
+        if not self.points or any(point.faithfulness is None for point in self.points):
             return math.nan
         pairs = list(zip(self.points, self.points[1:], strict=False))
         return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
@@ -323,6 +323,8 @@ def faithfulness_curve(
     """Faithfulness of the top-k circuit of the path-patching ranking for each fraction (sorted) of heads."""
     if full_accuracy is None:
         full_accuracy = score_accuracy(study.model, encoded, batch_size).accuracy
+    if all(stage.effects is None for stage in discovery.stages):
+        return FaithfulnessCurve(full_accuracy, (), ())  # nothing ranked: every stage was skipped
     ranking = head_ranking(discovery.stages)
     evaluated: dict[int, FaithfulnessResult] = {}  # by k: nearby fractions of a small model share a k
     points = []

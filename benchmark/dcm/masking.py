@@ -8,6 +8,13 @@ Choices the SPEC leaves open: the mask starts at 1 (the clean model, where the L
 only when patching it raises the target logit by more than lambda); a mask rounds to 0 when m < 0.5; the
 rounded mask is validated after each epoch (or every `eval_every` steps, and always after the last step),
 and the first checkpoint with the highest validation accuracy wins.
+
+When the gradient is flat the mask never leaves 1: downstream attention is saturated, so a small change of
+m changes no logit, although patching the head fully (m = 0) moves the answer completely. Training then
+proposes only the empty set, and identical heads in two models would get different sets depending on how
+sharp the rest of the model is (the planted enhance pair: found in the blurred base, missed in the exact
+fine-tuned model, a false IoU 0). So when no mask value ever fell below 1, the rounded masks are searched
+directly on validation (greedy forward selection, exact for a one-head group), as later checkpoints.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class DCMResult:
     n_validation: int
     n_test: int
     seed: int
+    searched: bool = False  # the gradient was flat: `heads` comes from the direct search of rounded masks
 
     def record(self) -> DCMMask:
         mask = tuple(float(value) for value in self.mask)
@@ -241,12 +249,15 @@ class _Validator:
         self.history: list[Checkpoint] = []
         self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
 
-    def __call__(self, step: int, selected: tuple[Head, ...], mask: torch.Tensor) -> None:
+    def score(self, selected: tuple[Head, ...]) -> float:
         if selected not in self.scores:
             self.scores[selected] = cached_patch_accuracy(
                 self.model, self.adapter, selected, self.group, self.pairs, self.cache, self.batch_size
             )
-        checkpoint = Checkpoint(step, selected, self.scores[selected])
+        return self.scores[selected]
+
+    def __call__(self, step: int, selected: tuple[Head, ...], mask: torch.Tensor) -> None:
+        checkpoint = Checkpoint(step, selected, self.score(selected))
         self.history.append(checkpoint)
         if self.best is None or checkpoint.validation_accuracy > self.best[0].validation_accuracy:
             self.best = (checkpoint, tuple(float(m) for m in mask.tolist()))
@@ -274,7 +285,7 @@ def _train(model, adapter, heads, group, train: EncodedPairs, validate: _Validat
     cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
     mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
     optimizer = torch.optim.Adam([mask], lr=config.learning_rate)
-    steps = list(_schedule(config))
+    steps, moved = list(_schedule(config)), False
     with frozen(model), torch.enable_grad():
         for step, rows, due in tqdm(steps, desc="dcm", unit="step", disable=not progress, leave=False):
             batch, cf = train.select(rows), cf_train[rows]  # cf: [batch, head, d]
@@ -284,8 +295,24 @@ def _train(model, adapter, heads, group, train: EncodedPairs, validate: _Validat
             optimizer.step()
             with torch.no_grad():
                 mask.clamp_(0.0, 1.0)
+                moved = moved or bool((mask < 1.0).any())
             if due:
                 validate(step, _rounded(heads, mask), mask.detach())
+    return moved
+
+
+def search_rounded(heads: Sequence[Head], validate: _Validator, step: int) -> None:
+    """Greedy forward search of rounded masks: add the head that raises validation accuracy most, while one
+    does (ties: the lower head). Each candidate is validated as a checkpoint of `step`."""
+    chosen: tuple[Head, ...] = ()
+    best = validate.score(chosen)
+    while len(chosen) < len(heads):
+        scores = {h: validate.score(tuple(sorted((*chosen, h)))) for h in heads if h not in chosen}
+        head = max(scores, key=lambda h: (scores[h], [-x for x in h]))
+        if scores[head] <= best:
+            break
+        chosen, best = tuple(sorted((*chosen, head))), scores[head]
+        validate(step, chosen, torch.tensor([0.0 if h in chosen else 1.0 for h in heads]))
 
 
 def train_mask(
@@ -308,7 +335,9 @@ def train_mask(
     validation = data.validation.select(slice(0, config.n_validation))
     test = data.test.select(slice(0, config.n_test))
     validate = _Validator(model, adapter, heads, group, validation, config.eval_batch_size)
-    _train(model, adapter, heads, group, train, validate, config, progress)
+    searched = not _train(model, adapter, heads, group, train, validate, config, progress)
+    if searched:
+        search_rounded(heads, validate, validate.history[-1].step)
     best, best_mask = validate.best
     return DCMResult(
         group=group,
@@ -324,4 +353,5 @@ def train_mask(
         n_validation=config.n_validation,
         n_test=config.n_test,
         seed=config.seed,
+        searched=searched,
     )

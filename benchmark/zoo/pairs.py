@@ -1,4 +1,5 @@
-"""The zoo's reference pairs: the adapter chains of each base / fine-tuned pair (`etbench score --pair`)."""
+"""The zoo's reference pairs (`etbench score --pair`): SmolLM2 adapter chains, and known-answer pairs of
+hand-compiled models (`benchmark.zoo.planted`) built on demand into a cache folder."""
 
 from __future__ import annotations
 
@@ -44,6 +45,29 @@ class ReferencePair:
         )
 
 
+PLANTED_CACHE = Path("runs") / "planted"  # relative: results then name the models runs/planted/NAME
+
+
+@dataclass(frozen=True)
+class PlantedPair:
+    """A known-answer pair: two planted models, and what the suite must say about them."""
+
+    name: str
+    description: str
+    base: str  # planted model names
+    finetuned: str
+    expected: str  # the known answer, one sentence
+
+    def specs(self, cache_dir: Path = PLANTED_CACHE, **placement) -> tuple[ModelSpec, ModelSpec]:
+        """Base and fine-tuned specs of the two models, built into `cache_dir` unless already there."""
+        from benchmark.zoo.planted import planted_model_dir
+
+        return tuple(  # type: ignore[return-value]
+            ModelSpec(_shown(planted_model_dir(name, cache_dir)), **placement)
+            for name in (self.base, self.finetuned)
+        )
+
+
 def _shown(path: Path) -> str:
     """The path relative to the working directory when inside it (results then name no home folder)."""
     try:
@@ -52,7 +76,32 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-REFERENCE_PAIRS: dict[str, ReferencePair] = {
+PLANTED_PAIRS: tuple[PlantedPair, ...] = (
+    PlantedPair(
+        name="planted-enhance",
+        description="known answer: the same heads, the position detector made exact",
+        base="positional-blurred",
+        finetuned="positional-exact",
+        expected="same circuit (IoU 1), base circuit faithful in both, DCM object for A and position for B "
+        "and C, CMAP of A, B, C and the circuit closes the gap while CMAP of D closes none",
+    ),
+    PlantedPair(
+        name="planted-replace",
+        description="known answer: a lexical mechanism in other heads replaces the positional one",
+        base="positional-exact",
+        finetuned="lexical",
+        expected="no shared head, base circuit unfaithful in the fine-tuned model, no CMAP recovery "
+        "through the base circuit",
+    ),
+    PlantedPair(
+        name="planted-null",
+        description="known answer: fine-tuned = base (identical weights)",
+        base="positional-blurred",
+        finetuned="positional-blurred",
+        expected="every pair metric at its no-change value: IoU 1, CMAP gain undefined with raw change 0",
+    ),
+)
+REFERENCE_PAIRS: dict[str, ReferencePair | PlantedPair] = {
     pair.name: pair
     for pair in (
         ReferencePair(
@@ -67,11 +116,12 @@ REFERENCE_PAIRS: dict[str, ReferencePair] = {
             base_chain=("organism-base",),
             finetuned_chain=("organism-base", "arithmetic"),
         ),
+        *PLANTED_PAIRS,
     )
 }
 
 
-def get_pair(name: str) -> ReferencePair:
+def get_pair(name: str) -> ReferencePair | PlantedPair:
     """The named reference pair; a clear error listing the known names."""
     if name not in REFERENCE_PAIRS:
         raise ValueError(f"unknown reference pair {name!r}; choose one of {sorted(REFERENCE_PAIRS)}")

@@ -1,0 +1,113 @@
+"""Minimality pruning (SPEC section 4): drop a head whose removal moves the circuit's metric by under 1%.
+
+What "removing" a head means decides what survives. In a circuit run everything outside the circuit is
+mean-ablated (SPEC section 5), but mean ablation removes nothing from a head whose output at a position
+is the same in every prompt: a structure reader that writes "this is box 3" at box 3's label has that
+value as its mean there. Path patching, which brings the counterfactual's value from another box, finds
+such a head essential, and mean-ablation pruning then silently drops it (the planted known-answer models
+showed this: their structure reader was selected with effect -1 and pruned). So a removed head gets, at
+its group's site, its output on a donor prompt: another row of the minimality prompts with a different
+context that queries a different box, the same kind of counterfactual that selected it. Everything else
+outside the circuit stays mean-ablated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.accuracy import answer_probabilities
+from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head
+from benchmark.circuit_run import circuit_intervention
+from benchmark.data import EncodedPrompts
+from benchmark.head_cache import capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.models import ArchitectureAdapter
+
+
+def donor_rows(prompts: EncodedPrompts) -> torch.Tensor:
+    """Per row, the first later row (cyclically) sharing no object and querying another box: [rows]."""
+    objects = prompts.input_ids.gather(1, prompts.object_pos)  # [rows, box]
+    n, donors = len(prompts), []
+    for row in range(n):
+        for step in range(1, n):
+            other = (row + step) % n
+            shared = torch.isin(objects[other], objects[row]).any()
+            if prompts.query_index[other] != prompts.query_index[row] and not shared:
+                donors.append(other)
+                break
+        else:
+            raise ValueError(
+                "minimality needs, for every prompt, another prompt with other objects that queries another "
+                "box; use more minimality prompts"
+            )
+    return torch.tensor(donors)
+
+
+def removal_metric(
+    model, adapter: ArchitectureAdapter, selected: Circuit, prompts: EncodedPrompts, means, batch_size: int
+) -> Callable[[Circuit], float]:
+    """metric(circuit): mean p(answer) of the circuit run in which each head of `selected` missing from
+    `circuit` takes its donor's output at its group's site (everything else outside is mean-ablated)."""
+    donors = prompts.select(donor_rows(prompts))
+    caches = {
+        group: capture_heads(
+            model,
+            adapter,
+            donors.input_ids,
+            sites_positions([GROUP_SITE[group]], donors),
+            site_mask([selected.heads(group)], adapter.shape),
+            batch_size,
+        )
+        for group in GROUPS
+        if selected.heads(group)
+    }
+
+    def metric(circuit: Circuit) -> float:
+        ablate = circuit_intervention(adapter, circuit, means)
+        removed = {g: [h for h in selected.heads(g) if h not in circuit.heads(g)] for g in caches}
+        patches = [
+            patch_from_cache(
+                adapter,
+                caches[g].subset(site_mask([heads], adapter.shape)),
+                sites_positions([GROUP_SITE[g]], prompts),
+                prompts.input_ids,
+            )
+            for g, heads in removed.items()
+            if heads
+        ]
+
+        def intervene(batch: EncodedPrompts) -> ExitStack:
+            stack = ExitStack()
+            stack.enter_context(ablate(batch))  # registered first: the donor values then overwrite
+            for patch in patches:
+                stack.enter_context(patch(batch))
+            return stack
+
+        return float(answer_probabilities(model, prompts, batch_size, intervention=intervene).mean())
+
+    return metric
+
+
+def prune_minimal(circuit: Circuit, metric, tolerance: float, progress: bool = True):
+    """Drop, weakest first, each head whose removal moves `metric(circuit)` by under `tolerance` (relative).
+
+    Returns the pruned circuit, the dropped heads per group and the final metric.
+    """
+    current = metric(circuit)
+    groups = {group: list(circuit.heads(group)) for group in GROUPS}
+    dropped: dict[Group, tuple[Head, ...]] = {group: () for group in GROUPS}
+    bar = tqdm(total=sum(map(len, groups.values())), desc="minimality", disable=not progress)
+    for group in GROUPS:
+        for head in reversed(circuit.heads(group)):
+            candidate = Circuit.of({**groups, group: [h for h in groups[group] if h != head]})
+            value = metric(candidate)
+            if abs(value - current) <= tolerance * abs(current):
+                groups[group].remove(head)
+                dropped[group] += (head,)
+                current = value
+            bar.update()
+    bar.close()
+    return Circuit.of(groups), dropped, current
