@@ -1,0 +1,364 @@
+"""`etbench sweep`: a sweep file of tiny pairs run by the local executor (one pair made to fail), status,
+reruns that redo no finished pair, collect into a leaderboard, the sbatch script submitit writes, and a
+real single-node Slurm cluster on localhost when this machine can run one."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.models import ModelSpec
+from benchmark.pipeline import score_pair
+from benchmark.settings import preset_settings
+from benchmark.sweep import State, SweepFileError, load_sweep, sweep_status
+from benchmark.sweep.jobs import holding, run_pair
+from benchmark.testing import build_tiny_pair
+
+# Smaller than test_pipeline's SMALL: the sweep tests score several pairs in fresh processes.
+TINY = dict(
+    n_boxes=3,
+    behaviour={"n_prompts": 6},
+    discovery={"n_prompts": 6, "n_minimality_prompts": 3},
+    faithfulness={"n_prompts": 6, "n_reference": 6, "n_random": 1},
+    dcm={"n_train": 6, "n_validation": 3, "n_test": 3, "epochs": 1, "batch_size": 3},
+    cmap={"n_prompts": 6},
+)
+
+
+def _toml_defaults() -> str:
+    """TINY as the sweep file's [defaults] table."""
+    table = lambda fields: "{ " + ", ".join(f"{k} = {v}" for k, v in fields.items()) + " }"  # noqa: E731
+    stages = [f"{name} = {table(fields)}" for name, fields in TINY.items() if isinstance(fields, dict)]
+    return "\n".join(["[defaults]", 'preset = "cpu-small"', f"boxes = {TINY['n_boxes']}", *stages])
+
+
+def _pair_table(name: str, base: str, finetuned: str) -> str:
+    return f'[[pair]]\nname = "{name}"\nbase = "{base}"\nfinetuned = "{finetuned}"\n'
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """`models/base`, a tiny Llama, and `models/finetuned`, a copy whose output projections were nudged,
+    in a folder that also holds the tests' sweep folders (which name them `../models/...`)."""
+    root = tmp_path_factory.mktemp("sweeps") / "models"
+    build_tiny_pair(root)
+    return root
+
+
+def _write_sweep(models: Path, name: str, pairs: list[tuple[str, str, str]], extra: str = "") -> Path:
+    """`<models>/../<name>/sweep.toml` (its runs, logs, submissions and leaderboard beside it)."""
+    folder = models.parent / name
+    folder.mkdir()
+    tables = "\n".join(_pair_table(*pair) for pair in pairs)
+    path = folder / "sweep.toml"
+    path.write_text(f"{extra}\n{_toml_defaults()}\n\n[local]\njobs = 2\n\n{tables}")
+    return path
+
+
+TWO = [
+    ("forward", "../models/base", "../models/finetuned"),
+    ("reversed", "../models/finetuned", "../models/base"),
+]
+# The broken pair (no such model) goes first: it fails at once and frees its process for a real pair.
+THREE = [("broken", "../models/base", "../models/missing"), *TWO]
+
+
+@pytest.fixture(scope="module")
+def swept(models, tmp_path_factory):
+    """The three-pair sweep run once by the local executor: (sweep file, exit code, stdout)."""
+    path = _write_sweep(models, "three", THREE)
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        code = main(["sweep", str(path), "--executor", "local", "--jobs", "2"])
+    return path, code, stdout.getvalue()
+
+
+def _states(path: Path) -> dict[str, State]:
+    return {status.pair.name: status.state for status in sweep_status(load_sweep(path))}
+
+
+def _without_run_blocks(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    return {key: value for key, value in data.items() if key not in ("timing", "hardware")}
+
+
+def test_the_local_sweep_lands_two_pairs_and_reports_the_failed_one(swept, capsys):
+    path, code, stdout = swept
+    assert code == 1, stdout
+    assert "done forward" in stdout and "done reversed" in stdout
+    assert "failed broken: ModelLoadError: " in stdout and "models/missing" in stdout
+    assert _states(path) == {"broken": State.FAILED, "forward": State.DONE, "reversed": State.DONE}
+    assert main(["sweep", "status", str(path)]) == 1
+    out = capsys.readouterr().out
+    (broken,) = [line for line in out.splitlines() if line.startswith("broken")]
+    log = path.parent / "sweep-logs" / "local" / "broken.log"
+    assert "failed" in broken and str(log) in broken and "ModelLoadError: " in broken
+    assert "Traceback" in log.read_text()
+
+
+def test_sweep_results_equal_separate_score_runs(swept, models, tmp_path):
+    """What `etbench score --base models/X --finetuned models/Y` writes, apart from timing and hardware."""
+    path, _, _ = swept
+    settings = preset_settings("cpu-small", **TINY)
+    for name, base, finetuned in [("forward", "base", "finetuned"), ("reversed", "finetuned", "base")]:
+        specs = ModelSpec(str(models / base)), ModelSpec(str(models / finetuned))
+        alone = score_pair(*specs, settings, tmp_path / name, progress=False)
+        (swept_pair,) = [pair for pair in load_sweep(path).pairs if pair.name == name]
+        assert (swept_pair.base, swept_pair.finetuned) == specs
+        assert _without_run_blocks(swept_pair.run_dir / "result.json") == _without_run_blocks(alone.path)
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_rerun_after_a_kill_redoes_no_finished_pair(swept, capsys):
+    """Killed during forward's last stage: its other stages and the finished pair are not scored again."""
+    path, _, _ = swept
+    _, forward, reversed_ = load_sweep(path).pairs
+    (forward.run_dir / "result.json").unlink()
+    (forward.run_dir / "stages" / "cross.cmap.pt").unlink()
+    (forward.run_dir / "sweep-failure.json").write_text('{"error": "KeyboardInterrupt", "log": null}')
+    assert _states(path)["forward"] == State.FAILED
+    stages_before, done_before = _mtimes(forward.run_dir / "stages"), _mtimes(reversed_.run_dir)
+
+    assert main(["sweep", str(path)]) == 1  # broken fails again
+    out = capsys.readouterr().out
+    assert "skipped reversed: done" in out and "done forward" in out and "failed broken" in out
+    assert _mtimes(reversed_.run_dir) == done_before
+    stages_after = _mtimes(forward.run_dir / "stages")
+    assert {name for name in stages_after if stages_after[name] != stages_before.get(name)} == {
+        "cross.cmap.pt"
+    }
+    assert _states(path) == {"broken": State.FAILED, "forward": State.DONE, "reversed": State.DONE}
+
+
+def test_collect_submits_the_done_pairs_once_and_twice_changes_nothing(swept, capsys):
+    path, _, _ = swept
+    folder = path.parent
+    assert main(["sweep", "collect", str(path)]) == 1  # broken is not done
+    out = capsys.readouterr().out
+    assert out.count("\nsubmitted: ") + out.startswith("submitted: ") == 2
+    assert "not collected: broken is failed (ModelLoadError: " in out
+    csv = (folder / "leaderboard" / "leaderboard.csv").read_text().strip().splitlines()
+    assert len(csv) == 3 and len(list((folder / "submissions").glob("*.json"))) == 2
+    before = {**_mtimes(folder / "submissions"), **_mtimes(folder / "leaderboard")}
+    contents = {
+        p: p.read_bytes() for p in [*folder.glob("submissions/*"), *folder.rglob("leaderboard/**/*.*")]
+    }
+
+    assert main(["sweep", "collect", str(path)]) == 1
+    assert capsys.readouterr().out.count("already submitted: ") == 2
+    assert {p: p.read_bytes() for p in contents} == contents
+    assert sorted({**_mtimes(folder / "submissions"), **_mtimes(folder / "leaderboard")}) == sorted(before)
+
+
+def test_a_pair_whose_job_lock_is_held_is_running_and_not_scored_twice(models):
+    path = _write_sweep(models, "locked", TWO[:1])
+    (pair,) = load_sweep(path).pairs
+    with holding(pair.run_dir) as held:
+        assert held
+        assert _states(path) == {"forward": State.RUNNING}
+        assert run_pair(pair) == "skipped forward: another job is scoring it"
+    assert _states(path) == {"forward": State.MISSING}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[pair]]\npair = 'organism'\nbse = 'x'", "pair[0].bse: unknown key"),
+        ("[[pair]]\npair = 'organism'\ndcm = { n_trian = 3 }", "pair[0] (organism).dcm.n_trian: unknown key"),
+        ("[[pair]]\npair = 'organism'\nbase = 'x'", "pair[0].pair: a zoo pair names both models; drop base"),
+        ("[[pair]]\npair = 'nope'", "pair[0]: unknown reference pair 'nope'"),
+        ("[[pair]]\nbase = 'x'", "pair[0]: name the models with base and finetuned"),
+        ("[[pair]]\npair = 'organism'\npreset = 'huge'", "pair[0] (organism): unknown preset 'huge'"),
+        ("[[pair]]\npair = 'organism'\n[[pair]]\npair = 'organism'", "pair[1]: same name as pair[0]"),
+        ("[slurm]\ntime_limit = '2h'\n[[pair]]\npair = 'organism'", "slurm.time_limit: '2h': write HH:MM:SS"),
+        ("[slurm]\npartiton = 'gpu'\n[[pair]]\npair = 'organism'", "slurm.partiton: unknown key"),
+        ("[sweep]\nruns = 'r'", "pair: name at least one pair"),
+        ("[[pair]\n", "not valid TOML"),
+    ],
+)
+def test_sweep_file_errors_are_one_line_naming_the_key(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SweepFileError, match="^" + str(path)) as raised:
+        load_sweep(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert main(["sweep", "status", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"etbench sweep: error: {raised.value}"
+
+
+SLURM_TABLE = """[slurm]
+partition = "gpu"
+gpus_per_job = 1
+time_limit = "01:30:00"
+array_parallelism = 1
+sbatch = ["--qos=high", "#SBATCH --exclusive"]
+setup = ["source .venv/bin/activate"]
+"""
+
+
+def test_the_slurm_executor_submits_one_array_with_the_options(models, tmp_path, monkeypatch, capsys):
+    """The sbatch script submitit writes, caught by a stand-in `sbatch` on PATH."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {tmp_path}/script.sh\necho "Submitted batch job 4242"\n'
+    )
+    (fake / "sbatch").chmod(0o755)
+    (fake / "squeue").write_text("#!/bin/sh\necho PENDING\n")
+    (fake / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    path = _write_sweep(models, "slurm-script", TWO, extra=SLURM_TABLE)
+
+    assert main(["sweep", str(path), "--executor", "slurm", "--mem-gb", "16", "--sbatch=--account=lab"]) == 0
+    assert "submitted 2 pairs as Slurm array job 4242" in capsys.readouterr().out
+    script = (tmp_path / "script.sh").read_text().splitlines()
+    expected = ["--array=0-1%1", "--partition=gpu", "--gpus-per-node=1", "--time=90", "--mem=16GB"]
+    expected += ["--qos=high", "--exclusive", "--account=lab", "--job-name=etbench-sweep"]
+    assert {f"#SBATCH {flag}" for flag in expected} <= set(script)
+    assert "source .venv/bin/activate" in script
+    (command,) = [line for line in script if line.startswith("srun ")]
+    assert f"{sys.executable} -u -m submitit.core._submit" in command
+    statuses = sweep_status(load_sweep(path))
+    assert [(s.state, s.job_id) for s in statuses] == [(State.QUEUED, "4242_0"), (State.QUEUED, "4242_1")]
+    assert statuses[1].log.endswith("slurm/4242_1_0_log.err")
+
+
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "srun")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _slurm_conf(root: Path) -> str:
+    """A one-node cluster on this host: root runs everything, no cgroups, no accounting."""
+    host = socket.gethostname()
+    lines = {
+        "ClusterName": "etbench",
+        "SlurmctldHost": f"{host}(127.0.0.1)",
+        "SlurmctldPort": _free_port(),
+        "SlurmdPort": _free_port(),
+        "SlurmUser": "root",
+        "AuthType": "auth/munge",
+        "CredType": "cred/munge",
+        "AuthInfo": f"socket={root}/munge.socket",
+        "StateSaveLocation": root / "state",
+        "SlurmdSpoolDir": root / "spool",
+        "SlurmctldPidFile": root / "slurmctld.pid",
+        "SlurmdPidFile": root / "slurmd.pid",
+        "SlurmctldLogFile": root / "slurmctld.log",
+        "SlurmdLogFile": root / "slurmd.log",
+        "ProctrackType": "proctrack/linuxproc",
+        "TaskPlugin": "task/none",
+        "JobAcctGatherType": "jobacct_gather/none",
+        "AccountingStorageType": "accounting_storage/none",
+        "SelectType": "select/cons_tres",
+        "SelectTypeParameters": "CR_Core",
+        "MpiDefault": "none",
+        "ReturnToService": 2,
+        "NodeName": f"{host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN",
+        "PartitionName": f"debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _wait_for(condition, seconds: float, what: str, logs: list[Path]):
+    """Poll `condition` until it returns something true; fail with the daemons' log tails if it never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    tails = "\n".join(f"{log}: {log.read_text()[-800:]}" for log in logs if log.is_file())
+    pytest.fail(f"timed out waiting for {what}\n{tails}")
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path, monkeypatch):
+    """munged, slurmctld and slurmd on localhost with a slurm.conf written here; stopped afterwards."""
+    missing = [name for name in SLURM_DAEMONS if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}): apt-get install -y slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("a single-node Slurm needs root here (slurmd runs jobs as their user; munged's key)")
+    root = tmp_path / "slurm"
+    for folder in ("state", "spool"):
+        (root / folder).mkdir(parents=True)
+    (root / "munge.key").write_bytes(os.urandom(1024))
+    (root / "munge.key").chmod(0o600)
+    conf = root / "slurm.conf"
+    conf.write_text(_slurm_conf(root))
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    munge = [f"--socket={root}/munge.socket", f"--key-file={root}/munge.key", f"--pid-file={root}/munged.pid"]
+    munge += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
+    commands = [["munged", "-F", "-f", *munge], ["slurmctld", "-D", "-c", "-i"], ["slurmd", "-D"]]
+    logs = [root / name for name in ("munged.log", "slurmctld.log", "slurmd.log")]
+    daemons = []
+    try:
+        for command in commands:
+            daemons.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+            time.sleep(1)
+        sinfo = lambda: subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout  # noqa: E731
+        _wait_for(lambda: "idle" in sinfo(), 60, "the node to come up idle", logs)
+        yield logs
+        queue = lambda: subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout  # noqa: E731
+        _wait_for(lambda: not queue().strip(), 60, "the finished jobs to leave the queue", logs)
+    finally:
+        subprocess.run(["scancel", "--full", "--partition=debug"], capture_output=True)
+        for daemon in reversed(daemons):
+            daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        _kill_leftovers(f"SLURM_CONF={conf}")
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Kill what the daemons started and left behind (job steps): processes whose environment holds
+    `marker` (the test's own SLURM_CONF, which they inherited), except this test process."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environment = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in environment and int(proc.name) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), 9)
+
+
+def test_a_two_pair_sweep_runs_as_a_slurm_array_and_collects(slurm_cluster, models, capsys):
+    path = _write_sweep(models, "slurm", TWO, extra="[slurm]\npartition = 'debug'\ncpus_per_job = 1\n")
+    assert main(["sweep", str(path), "--executor", "slurm", "--time-limit", "10"]) == 0
+    assert "submitted 2 pairs as Slurm array job" in capsys.readouterr().out
+
+    def settled():
+        states = _states(path)
+        return states if all(s in (State.DONE, State.FAILED) for s in states.values()) else None
+
+    states = _wait_for(settled, 540, "the array's two tasks to finish", slurm_cluster)
+    assert states == {"forward": State.DONE, "reversed": State.DONE}, main(["sweep", "status", str(path)])
+    assert main(["sweep", "collect", str(path)]) == 0
+    csv = (path.parent / "leaderboard" / "leaderboard.csv").read_text().strip().splitlines()
+    assert len(csv) == 3
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0
+    assert "nothing to do: every pair is done or running" in capsys.readouterr().out
