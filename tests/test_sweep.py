@@ -165,6 +165,22 @@ def test_collect_submits_the_done_pairs_once_and_twice_changes_nothing(swept, ca
     assert sorted({**_mtimes(folder / "submissions"), **_mtimes(folder / "leaderboard")}) == sorted(before)
 
 
+def test_a_refused_submission_is_one_line(models, tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n"
+    )
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    path = _write_sweep(models, "refused", TWO, extra=SLURM_TABLE)
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        "error: the Slurm submission failed: sbatch: error: invalid partition specified: gpu"
+    )
+
+
 def test_a_pair_whose_job_lock_is_held_is_running_and_not_scored_twice(models):
     path = _write_sweep(models, "locked", TWO[:1])
     (pair,) = load_sweep(path).pairs
@@ -199,6 +215,25 @@ def test_sweep_file_errors_are_one_line_naming_the_key(tmp_path, capsys, text, m
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert main(["sweep", "status", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"etbench sweep: error: {raised.value}"
+
+
+def test_the_readme_sweep_file_names_the_zoo_pair_as_etbench_score_does(tmp_path):
+    """The README's example parses; its zoo pair has `etbench score --pair organism`'s specs and run dir."""
+    from benchmark.pipeline import Pair, default_run_dir
+    from benchmark.zoo import get_pair
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Many pairs on a cluster") :]
+    text = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
+    (tmp_path / "sweep.toml").write_text(text)
+    sweep = load_sweep(tmp_path / "sweep.toml")
+    organism, vicuna = sweep.pairs
+    specs = get_pair("organism").specs(dtype="bfloat16", device="cpu", device_map=None)
+    assert (organism.base, organism.finetuned) == specs
+    assert organism.settings == preset_settings("cpu-small")
+    assert organism.run_dir == tmp_path / "runs" / default_run_dir(Pair(*specs)).name
+    assert vicuna.finetuned.revision == "main" and vicuna.settings.dcm.n_train == 500
+    assert (sweep.executor, sweep.slurm.time_limit, sweep.slurm.sbatch[0]) == ("slurm", 240, "--account=lab")
 
 
 SLURM_TABLE = """[slurm]

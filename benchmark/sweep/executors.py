@@ -16,9 +16,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.errors import BenchmarkError
 from benchmark.sweep.file import SlurmOptions, Sweep, SweepPair
 from benchmark.sweep.jobs import last_line, run_pair
 from benchmark.sweep.status import State, Submission, record_submission, sweep_status
+
+
+class SubmissionFailed(BenchmarkError):
+    """sbatch is missing or refused the array (the message is its own error line)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,14 @@ def submit_slurm(sweep: Sweep, pairs: tuple[SweepPair, ...], options: SlurmOptio
     folder = Path(sweep.logs) / "slurm"
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(**sbatch_parameters(options))
-    jobs = executor.map_array(run_pair, pairs)
+    try:
+        jobs = executor.map_array(run_pair, pairs)
+    except FileNotFoundError as error:
+        hint = "submit from a Slurm login node, or use --executor local"
+        raise SubmissionFailed(f"cannot run {error.filename or 'sbatch'}: {hint}") from error
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        said = str(error).strip().splitlines() or [type(error).__name__]
+        raise SubmissionFailed(f"the Slurm submission failed: {said[-1]}") from error
     for pair, job in zip(pairs, jobs, strict=True):
         record_submission(sweep, pair, Submission("slurm", job.job_id, str(job.paths.stderr)))
     return [job.job_id for job in jobs]

@@ -17,7 +17,8 @@
     seed = 1
     dcm = { n_train = 64 }   # stage overrides: behaviour, discovery, faithfulness, dcm, cmap
 
-Local paths are relative to the file's folder (a name that is no path there stays a hub id). Every error
+Local paths are relative to the file's folder (a name that is no path there, and does not start with ".",
+stays a hub id). Every error
 is one line naming the file and the offending key.
 """
 
@@ -157,10 +158,12 @@ def _positive(value, key: str, fail) -> int:
 
 
 def _local(folder: Path, text: str) -> str:
-    """A path relative to the sweep file's folder when it exists there (shown relative to the working
-    directory, as `etbench score` records it), else the text itself (a hub id, an alias, an absolute path)."""
+    """A relative path (one that exists in the sweep file's folder, or starts with ".") taken from that
+    folder and shown relative to the working directory, as `etbench score` records it; anything else (a
+    hub id, an alias, an absolute path) as written."""
     candidate = Path(os.path.normpath(folder / text))  # "../models/a" without the "..", links kept
-    return shown_path(candidate) if not Path(text).is_absolute() and candidate.exists() else text
+    relative = not Path(text).is_absolute() and (text.startswith(".") or candidate.exists())
+    return shown_path(candidate) if relative else text
 
 
 def _specs(folder: Path, entry: dict, key: str, fail) -> tuple[ModelSpec, ModelSpec]:

@@ -5,8 +5,8 @@ Slurm jobs and from any machine that sees the folders.
 Submitting a job records it in `<logs>/jobs/<name>.json` (executor, job id, log file). A pair is then
 done (a valid result with the sweep's settings), running (its job lock is held), failed (the job wrote
 its error, or its log exists but the job is gone: killed by Slurm, out of memory), queued (recorded, no
-log yet, by the executor's account) or missing (never submitted, or its sweep process is gone before
-the job started).
+log yet, by the executor's account) or missing (never submitted, its sweep process gone before the job
+started, or its result scored with settings the file no longer has).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def pair_status(sweep: Sweep, pair: SweepPair) -> PairStatus:
         return PairStatus(pair, State.DONE, **job)
     if is_running(pair.run_dir):
         return PairStatus(pair, State.RUNNING, **job)
+    if (pair.run_dir / RESULT).is_file():
+        stale = "its result.json has other settings or does not validate: run the sweep again"
+        return PairStatus(pair, State.MISSING, error=stale, **job)
     failure = pair.run_dir / FAILURE
     if failure.is_file():
         written = json.loads(failure.read_text())
