@@ -8,14 +8,13 @@ import contextlib
 import io
 import json
 import os
-import shutil
-import socket
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from slurm_cluster import cannot_run_here, single_node_cluster, wait_for
 
 from benchmark.cli import main
 from benchmark.models import ModelSpec
@@ -92,6 +91,7 @@ def _without_run_blocks(path: Path) -> dict:
     return {key: value for key, value in data.items() if key not in ("timing", "hardware")}
 
 
+@pytest.mark.slow
 def test_the_local_sweep_lands_two_pairs_and_reports_the_failed_one(swept, capsys):
     path, code, stdout = swept
     assert code == 1, stdout
@@ -106,6 +106,7 @@ def test_the_local_sweep_lands_two_pairs_and_reports_the_failed_one(swept, capsy
     assert "Traceback" in log.read_text()
 
 
+@pytest.mark.slow
 def test_sweep_results_equal_separate_score_runs(swept, models, tmp_path):
     """What `etbench score --base models/X --finetuned models/Y` writes, apart from timing and hardware."""
     path, _, _ = swept
@@ -124,27 +125,40 @@ def _mtimes(folder: Path) -> dict[str, int]:
     }
 
 
-def test_a_rerun_after_a_kill_redoes_no_finished_pair(swept, capsys):
-    """Killed during forward's last stage: its other stages and the finished pair are not scored again."""
+@pytest.mark.slow
+def test_a_sweep_killed_midway_and_rerun_redoes_no_finished_pair(swept, capsys):
+    """forward lost its later stages; a sweep scoring them is killed (SIGKILL to its process group); the
+    rerun finishes forward from the stages it has and leaves the finished pair alone."""
     path, _, _ = swept
     _, forward, reversed_ = load_sweep(path).pairs
     (forward.run_dir / "result.json").unlink()
-    (forward.run_dir / "stages" / "cross.cmap.pt").unlink()
-    (forward.run_dir / "sweep-failure.json").write_text('{"error": "KeyboardInterrupt", "log": null}')
-    assert _states(path)["forward"] == State.FAILED
-    stages_before, done_before = _mtimes(forward.run_dir / "stages"), _mtimes(reversed_.run_dir)
+    for stage in [*forward.run_dir.glob("stages/finetuned.*"), *forward.run_dir.glob("stages/cross.*")]:
+        stage.unlink()
+    kept, done_before = _mtimes(forward.run_dir / "stages"), _mtimes(reversed_.run_dir)
+    command = [sys.executable, "-m", "benchmark.cli", "sweep", str(path), "--jobs", "1"]
+    sweep = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(lambda: _states(path)["forward"] == State.RUNNING, 120, "forward to start", [])
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    # the worker dies with its group, a moment after the sweep process: its job lock goes with it
+    wait_for(lambda: _states(path)["forward"] != State.RUNNING, 30, "the killed job's lock to go", [])
+    (killed,) = [status for status in sweep_status(load_sweep(path)) if status.pair.name == "forward"]
+    assert killed.state == State.FAILED and killed.log.endswith("forward.log")
 
     assert main(["sweep", str(path)]) == 1  # broken fails again
     out = capsys.readouterr().out
     assert "skipped reversed: done" in out and "done forward" in out and "failed broken" in out
     assert _mtimes(reversed_.run_dir) == done_before
-    stages_after = _mtimes(forward.run_dir / "stages")
-    assert {name for name in stages_after if stages_after[name] != stages_before.get(name)} == {
-        "cross.cmap.pt"
-    }
+    after = _mtimes(forward.run_dir / "stages")
+    assert {name: after[name] for name in kept} == kept
     assert _states(path) == {"broken": State.FAILED, "forward": State.DONE, "reversed": State.DONE}
 
 
+@pytest.mark.slow
 def test_collect_submits_the_done_pairs_once_and_twice_changes_nothing(swept, capsys):
     path, _, _ = swept
     folder = path.parent
@@ -273,114 +287,18 @@ def test_the_slurm_executor_submits_one_array_with_the_options(models, tmp_path,
     assert statuses[1].log.endswith("slurm/4242_1_0_log.err")
 
 
-SLURM_DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "srun")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _slurm_conf(root: Path) -> str:
-    """A one-node cluster on this host: root runs everything, no cgroups, no accounting."""
-    host = socket.gethostname()
-    lines = {
-        "ClusterName": "etbench",
-        "SlurmctldHost": f"{host}(127.0.0.1)",
-        "SlurmctldPort": _free_port(),
-        "SlurmdPort": _free_port(),
-        "SlurmUser": "root",
-        "AuthType": "auth/munge",
-        "CredType": "cred/munge",
-        "AuthInfo": f"socket={root}/munge.socket",
-        "StateSaveLocation": root / "state",
-        "SlurmdSpoolDir": root / "spool",
-        "SlurmctldPidFile": root / "slurmctld.pid",
-        "SlurmdPidFile": root / "slurmd.pid",
-        "SlurmctldLogFile": root / "slurmctld.log",
-        "SlurmdLogFile": root / "slurmd.log",
-        "ProctrackType": "proctrack/linuxproc",
-        "TaskPlugin": "task/none",
-        "JobAcctGatherType": "jobacct_gather/none",
-        "AccountingStorageType": "accounting_storage/none",
-        "SelectType": "select/cons_tres",
-        "SelectTypeParameters": "CR_Core",
-        "MpiDefault": "none",
-        "ReturnToService": 2,
-        "NodeName": f"{host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN",
-        "PartitionName": f"debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
-    }
-    return "".join(f"{key}={value}\n" for key, value in lines.items())
-
-
-def _wait_for(condition, seconds: float, what: str, logs: list[Path]):
-    """Poll `condition` until it returns something true; fail with the daemons' log tails if it never does."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    tails = "\n".join(f"{log}: {log.read_text()[-800:]}" for log in logs if log.is_file())
-    pytest.fail(f"timed out waiting for {what}\n{tails}")
-
-
 @pytest.fixture
 def slurm_cluster(tmp_path, monkeypatch):
-    """munged, slurmctld and slurmd on localhost with a slurm.conf written here; stopped afterwards."""
-    missing = [name for name in SLURM_DAEMONS if shutil.which(name) is None]
-    if missing:
-        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}): apt-get install -y slurm-wlm munge")
-    if os.geteuid() != 0:
-        pytest.skip("a single-node Slurm needs root here (slurmd runs jobs as their user; munged's key)")
-    root = tmp_path / "slurm"
-    for folder in ("state", "spool"):
-        (root / folder).mkdir(parents=True)
-    (root / "munge.key").write_bytes(os.urandom(1024))
-    (root / "munge.key").chmod(0o600)
-    conf = root / "slurm.conf"
-    conf.write_text(_slurm_conf(root))
-    monkeypatch.setenv("SLURM_CONF", str(conf))
-    munge = [f"--socket={root}/munge.socket", f"--key-file={root}/munge.key", f"--pid-file={root}/munged.pid"]
-    munge += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
-    commands = [["munged", "-F", "-f", *munge], ["slurmctld", "-D", "-c", "-i"], ["slurmd", "-D"]]
-    logs = [root / name for name in ("munged.log", "slurmctld.log", "slurmd.log")]
-    daemons = []
-    try:
-        for command in commands:
-            daemons.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-            time.sleep(1)
-        sinfo = lambda: subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout  # noqa: E731
-        _wait_for(lambda: "idle" in sinfo(), 60, "the node to come up idle", logs)
-        yield logs
-        queue = lambda: subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout  # noqa: E731
-        _wait_for(lambda: not queue().strip(), 60, "the finished jobs to leave the queue", logs)
-    finally:
-        subprocess.run(["scancel", "--full", "--partition=debug"], capture_output=True)
-        for daemon in reversed(daemons):
-            daemon.terminate()
-        for daemon in daemons:
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-        _kill_leftovers(f"SLURM_CONF={conf}")
+    """A one-node Slurm on localhost for one test (skipped with the reason where none can run here)."""
+    reason = cannot_run_here()
+    if reason:
+        pytest.skip(reason)
+    with single_node_cluster(tmp_path / "slurm") as cluster:
+        monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster.logs
 
 
-def _kill_leftovers(marker: str) -> None:
-    """Kill what the daemons started and left behind (job steps): processes whose environment holds
-    `marker` (the test's own SLURM_CONF, which they inherited), except this test process."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            environment = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker.encode() in environment and int(proc.name) != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), 9)
-
-
+@pytest.mark.slow
 def test_a_two_pair_sweep_runs_as_a_slurm_array_and_collects(slurm_cluster, models, capsys):
     path = _write_sweep(models, "slurm", TWO, extra="[slurm]\npartition = 'debug'\ncpus_per_job = 1\n")
     assert main(["sweep", str(path), "--executor", "slurm", "--time-limit", "10"]) == 0
@@ -390,7 +308,7 @@ def test_a_two_pair_sweep_runs_as_a_slurm_array_and_collects(slurm_cluster, mode
         states = _states(path)
         return states if all(s in (State.DONE, State.FAILED) for s in states.values()) else None
 
-    states = _wait_for(settled, 540, "the array's two tasks to finish", slurm_cluster)
+    states = wait_for(settled, 540, "the array's two tasks to finish", slurm_cluster)
     assert states == {"forward": State.DONE, "reversed": State.DONE}, main(["sweep", "status", str(path)])
     assert main(["sweep", "collect", str(path)]) == 0
     csv = (path.parent / "leaderboard" / "leaderboard.csv").read_text().strip().splitlines()
