@@ -213,6 +213,11 @@ def test_a_pair_whose_job_lock_is_held_is_running_and_not_scored_twice(models):
         ("[[pair]]\npair = 'organism'\nbase = 'x'", "pair[0].pair: a zoo pair names both models; drop base"),
         ("[[pair]]\npair = 'nope'", "pair[0]: unknown reference pair 'nope'"),
         ("[[pair]]\nbase = 'x'", "pair[0]: name the models with base and finetuned"),
+        (
+            "[[pair]]\nbase = 'x'\nfinetuned = 'y'\nfinetuned_adapters = 'a'",
+            "pair[0].finetuned_adapters: must be",
+        ),
+        ("[defaults]\nseed = '1'\n[[pair]]\npair = 'organism'", "pair[0].seed: must be a whole number"),
         ("[[pair]]\npair = 'organism'\npreset = 'huge'", "pair[0] (organism): unknown preset 'huge'"),
         ("[[pair]]\npair = 'organism'\n[[pair]]\npair = 'organism'", "pair[1]: same name as pair[0]"),
         ("[slurm]\ntime_limit = '2h'\n[[pair]]\npair = 'organism'", "slurm.time_limit: '2h': write HH:MM:SS"),

@@ -207,10 +207,29 @@ def _settings(entry: dict, key: str, fail) -> ScoreSettings:
         raise fail(key, str(error)) from error
 
 
+_WHOLE_NUMBERS = ("boxes", "seed", "batch_size")
+
+
+def _check_types(entry: dict, key: str, fail) -> None:
+    """Adapters are lists of paths, boxes / seed / batch size whole numbers, every other scalar a string."""
+    for name, value in entry.items():
+        if name in ADAPTER_FIELDS:
+            ok, want = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of paths"
+        elif name in _WHOLE_NUMBERS:
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif name in STAGE_FIELDS:
+            continue  # checked field by field with the settings
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if not ok:
+            raise fail(f"{key}.{name}", f"must be {want}, got {value!r}")
+
+
 def _pair(folder: Path, runs: Path, entry: dict, index: int, fail) -> SweepPair:
     """One [[pair]] table (the defaults merged in) as a job."""
     key = f"pair[{index}]"
     _only(entry, PAIR_FIELDS, f"{key}.", fail)
+    _check_types(entry, key, fail)
     base, finetuned = _specs(folder, entry, key, fail)
     default = default_run_dir(Pair(base, finetuned)).name
     name = str(entry.get("name") or entry.get("pair") or default)
