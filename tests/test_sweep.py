@@ -290,6 +290,9 @@ def test_the_slurm_executor_submits_one_array_with_the_options(models, tmp_path,
     statuses = sweep_status(load_sweep(path))
     assert [(s.state, s.job_id) for s in statuses] == [(State.QUEUED, "4242_0"), (State.QUEUED, "4242_1")]
     assert statuses[1].log.endswith("slurm/4242_1_0_log.err")
+    (tmp_path / "script.sh").unlink()
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0  # both still queued: not submitted again
+    assert "skipped forward: queued" in capsys.readouterr().out and not (tmp_path / "script.sh").exists()
 
 
 @pytest.fixture
@@ -319,4 +322,4 @@ def test_a_two_pair_sweep_runs_as_a_slurm_array_and_collects(slurm_cluster, mode
     csv = (path.parent / "leaderboard" / "leaderboard.csv").read_text().strip().splitlines()
     assert len(csv) == 3
     assert main(["sweep", str(path), "--executor", "slurm"]) == 0
-    assert "nothing to do: every pair is done or running" in capsys.readouterr().out
+    assert "nothing to do: every pair is done, running or queued" in capsys.readouterr().out

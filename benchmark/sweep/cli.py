@@ -107,14 +107,14 @@ def _slurm_options(options, args):
 
 
 def _run(sweep, args) -> int:
-    """Submit every pair that is neither done nor running; local runs wait, Slurm submissions return."""
+    """Submit every pair that is not done, running or queued; local runs wait, Slurm submissions return."""
     from benchmark.sweep.executors import plan, run_local, submit_slurm
 
     todo = plan(sweep)
     for pair, state in todo.skipped:
         print(f"skipped {pair.name}: {state}")
     if not todo.todo:
-        print("nothing to do: every pair is done or running")
+        print("nothing to do: every pair is done, running or queued")
         return 0
     if (args.executor or sweep.executor) == "slurm":
         ids = submit_slurm(sweep, todo.todo, _slurm_options(sweep.slurm, args))

@@ -1,8 +1,8 @@
 """Run a sweep's jobs: locally in at most N processes at once, or as one Slurm job array through submitit.
 
-Both executors run `jobs.run_pair` on each pair that is neither done nor running (so a rerun after a kill
-scores only what is left, resuming each unfinished pair from its run directory's stage cache), and record
-each submission for `etbench sweep status`.
+Both executors run `jobs.run_pair` on each pair that is not done, running or queued (so a rerun after a
+kill scores only what is left, resuming each unfinished pair from its run directory's stage cache), and
+record each submission for `etbench sweep status`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ class SubmissionFailed(BenchmarkError):
 
 @dataclass(frozen=True)
 class Plan:
-    """Which pairs a run of the sweep submits, and which it leaves alone (done, or running elsewhere)."""
+    """Which pairs a run of the sweep submits, and which it leaves alone (done, running or queued)."""
 
     todo: tuple[SweepPair, ...]
     skipped: tuple[tuple[SweepPair, State], ...]
 
 
 def plan(sweep: Sweep) -> Plan:
-    """Pairs to submit: every pair that is not done and not running."""
+    """Pairs to submit: every pair that is not done, running or waiting in a queue (never twice at once)."""
     todo, skipped = [], []
     for status in sweep_status(sweep):
-        if status.state in (State.DONE, State.RUNNING):
+        if status.state in (State.DONE, State.RUNNING, State.QUEUED):
             skipped.append((status.pair, status.state))
         else:
             todo.append(status.pair)

@@ -119,11 +119,14 @@ _GONE = "gone"  # the executor says the job no longer exists
 def _alive(submission: Submission) -> State | str | None:
     """Queued or running by the executor's account, `_GONE`, or None when it cannot be asked.
 
-    Local jobs live as long as the `etbench sweep` process that queued them (job id `host:pid`); a Slurm
-    job is asked of `squeue` (a task starting up holds no lock yet, but its log already exists).
+    A local job waits while the `etbench sweep` process that queued it lives (job id `host:pid`) and its
+    worker has not opened its log; once the log exists a job that holds no lock has ended. A Slurm job is
+    asked of `squeue` (a task starting up holds no lock yet, but its log already exists).
     """
     if submission.executor == "local":
         host, _, pid = submission.job_id.partition(":")
+        if Path(submission.log).is_file():
+            return _GONE
         if host != socket.gethostname() or not pid.isdigit():
             return None
         try:
