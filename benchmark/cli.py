@@ -14,6 +14,7 @@ from tabulate import tabulate
 from benchmark.cli_score import add_score_parser, positive_int
 from benchmark.data.boxes import DEFAULT_BOXES, SPLITS
 from benchmark.errors import BenchmarkError, CliError
+from benchmark.sweep.cli import add_sweep_parser
 from benchmark.zoo.cli import add_zoo_parser
 
 if TYPE_CHECKING:  # these modules import torch; the CLI imports them only in the commands that need them
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submission_parsers(commands)
     add_score_parser(commands)
     add_zoo_parser(commands)
+    add_sweep_parser(commands)
     tasks = commands.add_parser(
         "tasks-path",
         help="print the lm-eval tasks folder (for lm_eval --include_path)",

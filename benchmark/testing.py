@@ -124,6 +124,22 @@ def build_tiny_model(
     return directory
 
 
+def build_tiny_pair(directory: str | Path, arch: str = "llama") -> tuple[Path, Path]:
+    """`directory/base`, a tiny model, and `directory/finetuned`, the same model with its attention output
+    projections nudged (seeded): a pair whose circuits differ a little. (base, finetuned) directories."""
+    directory = Path(directory)
+    base = build_tiny_model(arch, directory / "base", seed=0)
+    finetuned = build_tiny_model(arch, directory / "finetuned", seed=0)
+    model = AutoModelForCausalLM.from_pretrained(finetuned)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "o_proj" in name:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(finetuned)
+    return base, finetuned
+
+
 def _last_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
     """The input of the output embedding (the final hidden state) at the last position, [batch, hidden]."""
     captured = []

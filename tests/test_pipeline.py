@@ -3,8 +3,6 @@
 import json
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM
 
 from benchmark.cli import main
 from benchmark.models import ModelSpec
@@ -12,7 +10,7 @@ from benchmark.pipeline import score_pair
 from benchmark.pipeline import stages as score_module
 from benchmark.settings import preset_settings
 from benchmark.submission import validate
-from benchmark.testing import build_tiny_model
+from benchmark.testing import build_tiny_pair
 
 SMALL = dict(
     n_boxes=3,
@@ -27,16 +25,7 @@ SMALL = dict(
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """A tiny Llama and a copy whose output projections were nudged: (base spec, fine-tuned spec)."""
-    root = tmp_path_factory.mktemp("pair")
-    base = build_tiny_model("llama", root / "base", seed=0)
-    finetuned = build_tiny_model("llama", root / "finetuned", seed=0)
-    model = AutoModelForCausalLM.from_pretrained(finetuned)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "o_proj" in name:
-                parameter.add_(0.05 * torch.randn_like(parameter))
-    model.save_pretrained(finetuned)
+    base, finetuned = build_tiny_pair(tmp_path_factory.mktemp("pair"))
     return ModelSpec(str(base)), ModelSpec(str(finetuned))
 
 

@@ -38,7 +38,7 @@ class ReferencePair:
                 f"pair {self.name!r} needs the adapters {missing} in {adapters_dir}; "
                 f"train them with `etbench zoo train NAME`"
             )
-        chain = lambda names: tuple(_shown(adapters_dir / n) for n in names)  # noqa: E731
+        chain = lambda names: tuple(shown_path(adapters_dir / n) for n in names)  # noqa: E731
         return (
             ModelSpec(self.model, adapters=chain(self.base_chain), **placement),
             ModelSpec(self.model, adapters=chain(self.finetuned_chain), **placement),
@@ -63,12 +63,12 @@ class PlantedPair:
         from benchmark.zoo.planted import planted_model_dir
 
         return tuple(  # type: ignore[return-value]
-            ModelSpec(_shown(planted_model_dir(name, cache_dir)), **placement)
+            ModelSpec(shown_path(planted_model_dir(name, cache_dir)), **placement)
             for name in (self.base, self.finetuned)
         )
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """The path relative to the working directory when inside it (results then name no home folder)."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
