@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.leaderboard.known import known_pair, section
 from benchmark.submission.kinds import GROUP_NAMES
 from benchmark.submission.provenance import Model
 from benchmark.submission.result import Result
@@ -63,6 +64,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("preset", "preset", False, "sizes of the run: spec-v1 (SPEC's) or a reduced one, e.g. cpu-small"),
     Column("suite_version", "suite version", False, "version of entity-tracking-bench that scored the pair"),
     Column("date", "date", False, "UTC date the run finished"),
+    Column(
+        "known_answer", "known answer", False, "the planted pair whose known answer this row is judged by"
+    ),
     Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
     Column("file", "file", False, "the submission file in submissions/"),
 )
@@ -137,6 +141,7 @@ def row_values(result: Result, file: str) -> dict[str, object]:
         "preset": result.settings.preset,
         "suite_version": result.suite.version,
         "date": finished_date(result),
+        "known_answer": known.name if (known := known_pair(result)) else "",
         "flag": "",
         "file": file,
     }
@@ -193,7 +198,8 @@ def markdown(rows: Sequence[Entry]) -> str:
         "The columns are defined in [docs/metrics.md](../docs/metrics.md)."
     )
     body = table if rows else table + "\n\n_No submissions yet._"
-    return f"# Leaderboard\n\n{note}\n\n{body}\n"
+    known = section([(row.file, row.result) for row in rows])
+    return f"# Leaderboard\n\n{note}\n\n{body}\n{known}"
 
 
 def csv_text(rows: Sequence[Entry]) -> str:
