@@ -13,9 +13,10 @@ from benchmark.pipeline import preset_settings, score_pair
 from benchmark.zoo.pairs import get_pair
 from benchmark.zoo.planted import LEXICAL, PLANTED_MODELS, POSITIONAL, circuit_recovery
 
+# DCM keeps cpu-small's 64 / 32 / 32 pairs: with 16 validation pairs a chance hit can add a head.
 SMALL = dict(
     accuracy_prompts=49, path_patching_prompts=28, minimality_prompts=28, reference_prompts=49,
-    dcm_train=32, dcm_validation=16, dcm_test=16, cmap_prompts=49, random_draws=5,
+    cmap_prompts=49, random_draws=5,
 )  # fmt: skip
 A, B, C, D = "value_fetcher", "position_transmitter", "position_detector", "structure_reader"
 
@@ -54,7 +55,11 @@ def test_discovery_finds_every_planted_head_and_no_distractor(scored, pair):
 def test_same_mechanism_pairs_give_the_same_circuit_and_dcm_sets(scored, pair):
     result = scored[pair]
     assert result["circuits"]["iou"]["overall"] == 1.0
-    assert all(o["iou"] == 1.0 for o in result["dcm"]["overlap"])
+    overlap = {(o["group"], o["desideratum"]): o["iou"] for o in result["dcm"]["overlap"]}
+    # Identical heads, identical sets for what each group carries (the blurred base may pick up a head
+    # by chance on another desideratum; the null pair has identical weights).
+    carried = [(A, "object"), (B, "position"), (C, "position"), (D, "position")]
+    assert all(overlap[key] == 1.0 for key in (overlap if pair == "planted-null" else carried))
     for which in ("base", "finetuned"):
         faithfulness = result["faithfulness"][which]
         assert faithfulness["own"]["faithfulness"] >= 0.95
