@@ -119,11 +119,9 @@ def test_discovery_runs_end_to_end_and_keeps_every_stage_effect_array(tiny):
     shape = (adapter.shape.n_layers, adapter.shape.n_heads)
     assert all(s.effects is None or tuple(s.effects.mean.shape) == shape for s in result.stages)
     n_correct = sum(score_accuracy(model, pairs.clean).correct)
-    if n_correct == 0:  # effects are averaged over the rows the model answers right: here none
-        assert all(s.effects is None and "answers none" in s.skipped_because for s in result.stages)
-    else:
-        assert result.stages[0].effects.n_prompts == n_correct
-        assert result.selected.heads(Group.VALUE_FETCHER), "lenient thresholds select some value fetchers"
+    # Effects are averaged over the rows the model answers right, or over all when it answers none.
+    assert result.stages[0].effects.n_prompts == (n_correct or len(pairs))
+    assert result.selected.heads(Group.VALUE_FETCHER), "lenient thresholds select some value fetchers"
     for group in GROUPS:
         kept = set(result.circuit.heads(group)) | set(result.pruned[group])
         assert kept == set(result.selected.heads(group))
@@ -136,6 +134,5 @@ def test_a_stage_without_receivers_is_skipped_not_run(tiny):
     result = discover_circuit(
         ModelUnderStudy(model, adapter), pairs, pairs.clean, means, strict, progress=False
     )
-    answered = any(score_accuracy(model, pairs.clean).correct)
-    assert (result.stages[0].effects is not None) == answered and result.stages[0].selected == ()
+    assert result.stages[0].effects is not None and result.stages[0].selected == ()
     assert all(s.effects is None and s.skipped_because for s in result.stages[1:])

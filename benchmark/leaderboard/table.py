@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from tabulate import tabulate
 
+from benchmark.leaderboard.known import known_pair, section
 from benchmark.models.identity import ModelRecord
 from benchmark.records import DCMOverlap, Result
 from benchmark.submission.kinds import GROUP_NAMES
@@ -83,6 +84,9 @@ COLUMNS: tuple[Column, ...] = (
         brief=False,
     ),
     Column("date", "date", False, "UTC date the run finished", brief=False),
+    Column(
+        "known_answer", "known answer", False, "the planted pair whose known answer this row is judged by"
+    ),
     Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
     Column("file", "file", False, "the submission file in submissions/", brief=False),
 )
@@ -175,6 +179,7 @@ def row_values(result: Result, file: str) -> dict[str, object]:
         "preset": result.settings.preset,
         "suite_version": result.suite.version,
         "date": finished_date(result),
+        "known_answer": known.name if (known := known_pair(result)) else "",
         "flag": "",
         "file": file,
     }
@@ -231,7 +236,8 @@ def markdown(rows: Sequence[Entry]) -> str:
         "The columns are defined in [docs/metrics.md](../docs/metrics.md)."
     )
     body = table if rows else table + "\n\n_No submissions yet._"
-    return f"# Leaderboard\n\n{note}\n\n{body}\n"
+    known = section([(row.file, row.result) for row in rows])
+    return f"# Leaderboard\n\n{note}\n\n{body}\n{known}"
 
 
 def csv_text(rows: Sequence[Entry]) -> str:

@@ -7,7 +7,8 @@ Effects are averaged over the prompts the model answers correctly (argmax = answ
 wrong, p_clean(answer) can be 1e-9 and the relative effect (p_patched - p_clean) / p_clean a ratio of
 two negligible numbers: on the planted enhance base (40% confidently wrong rows) one such row made the
 position transmitter's mean effect +1.1e7 and hid the whole B, C, D chain. The circuit is how the model
-gets the answer, which only its correct rows show; each stage records how many prompts it averaged.
+gets the answer, which only its correct rows show; each stage records how many prompts it averaged. A
+model that answers none of them (a random one) keeps them all, as SPEC's literal definition has it.
 """
 
 from __future__ import annotations
@@ -77,10 +78,8 @@ def run_stages(study: ModelUnderStudy, pairs: EncodedPairs, config: DiscoveryCon
     """Run the four stages in order, each stage's receivers being the previous stage's selection, on the
     pairs whose clean prompt the model answers correctly."""
     correct = torch.tensor(score_accuracy(study.model, pairs.clean, config.batch_size).correct)
-    if not correct.any():
-        reason = "the model answers none of the path-patching prompts correctly: there is no circuit to find"
-        return tuple(StageResult(stage.group, None, (), reason) for stage in STAGES)
-    pairs = pairs.select(correct.nonzero()[:, 0])
+    if correct.any():  # a model that answers none (a random one) keeps every prompt: a ranking still exists
+        pairs = pairs.select(correct.nonzero()[:, 0])
     results: list[StageResult] = []
     receivers: tuple[Head, ...] | None = None
     for stage in STAGES:

@@ -28,21 +28,18 @@ from benchmark.models import ArchitectureAdapter
 
 
 def donor_rows(prompts: EncodedPrompts) -> torch.Tensor:
-    """Per row, the first later row (cyclically) sharing no object and querying another box: [rows]."""
+    """Per row, the first later row (cyclically) that queries another box and shares no object; failing
+    that (very few prompts), the first that queries another box, else the next row: [rows]."""
     objects = prompts.input_ids.gather(1, prompts.object_pos)  # [rows, box]
     n, donors = len(prompts), []
     for row in range(n):
-        for step in range(1, n):
-            other = (row + step) % n
-            shared = torch.isin(objects[other], objects[row]).any()
-            if prompts.query_index[other] != prompts.query_index[row] and not shared:
-                donors.append(other)
-                break
-        else:
-            raise ValueError(
-                "minimality needs, for every prompt, another prompt with other objects that queries another "
-                "box; use more minimality prompts"
-            )
+        others = [(row + step) % n for step in range(1, n)] or [row]
+        fit = [
+            int(prompts.query_index[o] != prompts.query_index[row])
+            * (2 - int(torch.isin(objects[o], objects[row]).any()))
+            for o in others
+        ]
+        donors.append(others[fit.index(max(fit))])
     return torch.tensor(donors)
 
 
