@@ -9,15 +9,18 @@ import json
 
 import pytest
 
-from benchmark.pipeline import preset_settings, score_pair
+from benchmark.pipeline import score_pair
+from benchmark.settings import preset_settings
 from benchmark.zoo.pairs import get_pair
 from benchmark.zoo.planted import LEXICAL, PLANTED_MODELS, POSITIONAL, circuit_recovery
 
 # DCM keeps cpu-small's 64 / 32 / 32 pairs: with 16 validation pairs a chance hit can add a head.
 SMALL = dict(
-    accuracy_prompts=49, path_patching_prompts=28, minimality_prompts=28, reference_prompts=49,
-    cmap_prompts=49, random_draws=5,
-)  # fmt: skip
+    behaviour={"n_prompts": 49},
+    discovery={"n_prompts": 28, "n_minimality_prompts": 28},
+    faithfulness={"n_prompts": 49, "n_reference": 49, "n_random": 5},
+    cmap={"n_prompts": 49},
+)
 A, B, C, D = "value_fetcher", "position_transmitter", "position_detector", "structure_reader"
 
 
