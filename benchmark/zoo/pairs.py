@@ -60,6 +60,7 @@ class PlantedPair:
 
     def specs(self, cache_dir: Path = PLANTED_CACHE, **placement) -> tuple[ModelSpec, ModelSpec]:
         """Base and fine-tuned specs of the two models, built into `cache_dir` unless already there."""
+        from benchmark.models import ModelSpec  # imports torch: only when a pair is scored
         from benchmark.zoo.planted import planted_model_dir
 
         return tuple(  # type: ignore[return-value]
