@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from benchmark.records import Result
+from benchmark.submission.kinds import GROUP_LETTERS
 from benchmark.zoo.pairs import PLANTED_PAIRS, PlantedPair
 
 
@@ -12,14 +13,6 @@ def known_pair(result: Result) -> PlantedPair | None:
     """The planted pair whose two models (by folder name) this result scored, if any."""
     names = tuple(PurePath(m.id).name for m in (result.models.base, result.models.finetuned))
     return next((p for p in PLANTED_PAIRS if (p.base, p.finetuned) == names), None)
-
-
-LETTERS = {
-    "value_fetcher": "A",
-    "position_transmitter": "B",
-    "position_detector": "C",
-    "structure_reader": "D",
-}
 
 
 def _number(value: float | None) -> str:
@@ -48,7 +41,7 @@ def said(result: Result) -> str:
         )
     if cmap is not None:
         entries = [_cmap_entry("circuit", cmap.circuit)]
-        entries += [_cmap_entry(LETTERS[g], cmap.groups.get(g)) for g in LETTERS]
+        entries += [_cmap_entry(GROUP_LETTERS[g], cmap.groups.get(g)) for g in GROUP_LETTERS]
         parts.append(f"CMAP {', '.join(entries)} (circuit patched acc {cmap.circuit.acc_patched:.2f})")
     return "; ".join(parts) + "."
 

@@ -17,6 +17,7 @@ KNOWN_METRIC_VERSIONS: tuple[str, ...] = (METRIC_VERSION,)
 
 GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)
 DESIDERATUM_NAMES: tuple[str, ...] = tuple(desideratum.value for desideratum in DCM_DESIDERATA)
+GROUP_LETTERS: dict[str, str] = dict(zip(GROUP_NAMES, "ABCD", strict=True))  # value_fetcher -> A ...
 
 EFFECT_UNIT = "relative change of p(answer)"  # a head's path-patching effect: (p_patched - p_clean) / p_clean
 
@@ -26,5 +27,5 @@ def group_title(group: str, kept: int | None, selected: int) -> str:
 
     It counts the heads that survived minimality pruning (`kept`; None when unknown), not only the
     candidates path patching selected."""
-    name = f"{'ABCD'[GROUP_NAMES.index(group)]}: {group.replace('_', ' ')}"
+    name = f"{GROUP_LETTERS[group]}: {group.replace('_', ' ')}"
     return f"{name}, {selected} selected" if kept is None else f"{name}, {kept} kept of {selected} selected"
