@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from benchmark.cli_score import add_score_parser, positive_int
+from benchmark.cli_score import add_score_parser, add_verify_parser, positive_int
 from benchmark.data.boxes import DEFAULT_BOXES, SPLITS
 from benchmark.errors import BenchmarkError, CliError
 from benchmark.sweep.cli import add_sweep_parser
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(commands)
     _add_submission_parsers(commands)
     add_score_parser(commands)
+    add_verify_parser(commands)
     add_zoo_parser(commands)
     add_sweep_parser(commands)
     tasks = commands.add_parser(

@@ -16,6 +16,7 @@ from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 if TYPE_CHECKING:
     from benchmark.models import ModelSpec
 
+
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     value = int(text)
@@ -171,3 +172,47 @@ def summary(result, file: str = "") -> str:
     shown = lambda value: f"{value:.3f}" if isinstance(value, float) else value  # noqa: E731
     rows = [(column.title, shown(values.get(column.key))) for column in COLUMNS if column.key in values]
     return tabulate(rows, tablefmt="github", missingval="-", disable_numparse=True)
+
+
+def add_verify_parser(commands) -> None:
+    """Register `etbench verify` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "verify",
+        help="re-run a submission from what it records and compare: does it reproduce?",
+        description="Re-run the pair a result file records (models, revisions, adapters, settings) in a "
+        "fresh run directory and compare the numbers with the file's, under the tolerances of `etbench "
+        "score`. Exit code 0 when they agree. --record writes the verdict next to the submission "
+        "(<folder>/verified/<file>), which the leaderboard shows.",
+    )
+    parser.add_argument("result", type=Path, help="the result file to verify, e.g. submissions/x.json")
+    parser.add_argument("--device", default=None, help="device of the re-run (default: cuda if present)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/verify/<file name>")
+    parser.add_argument("--record", action="store_true", help="write the verdict for the leaderboard")
+    parser.add_argument("--no-progress", action="store_true", help="no stage headers or progress bars")
+    parser.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-run, compare, print the differences and (last) the verdict; record it when asked."""
+    import torch
+
+    from benchmark.pipeline.verify import verify
+    from benchmark.submission.compare import tolerance_text
+    from benchmark.submission.verified import write_verification
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    verified = verify(args.result, args.run_dir, device, progress=not args.no_progress)
+    record = verified.verification
+    for line in record.differences[:20]:
+        print(f"  {line}")
+    if args.record:
+        print(f"recorded: {write_verification(args.result.parent, record)}")
+    if record.reproduced:
+        largest = f"largest float move {record.largest_tolerated:.1e}"
+        print(f"verified {args.result}: same numbers on re-run ({tolerance_text()}; {largest})")
+        return 0
+    n = len(record.differences)
+    print(f"does not verify {args.result}: {'1 value differs' if n == 1 else f'{n} values differ'} on re-run")
+    return 1

@@ -39,6 +39,7 @@ NonNegative = Annotated[float, Bounds(0.0)]  # e.g. faithfulness, a ratio that m
 Count = Annotated[int, Bounds(0)]
 Positive = Annotated[int, Bounds(1)]
 Sha256 = Annotated[str, Pattern("^[0-9a-f]{64}$")]
+Outcomes = Annotated[str, Pattern("^[01]+$")]  # one character per prompt, in order: 1 right, 0 wrong
 Head = Annotated[tuple[Count, Count], Marker.HEAD]  # [layer, head], both counted from 0
 Heads = tuple[Head, ...]
 LayerHeadMatrix = Annotated[tuple[tuple[float, ...], ...], Marker.LAYER_HEAD_MATRIX]  # [layer][head]

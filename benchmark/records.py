@@ -16,7 +16,7 @@ from typing import Literal
 from benchmark.circuit import Group
 from benchmark.data.counterfactuals import Desideratum
 from benchmark.data.words import Vocabulary
-from benchmark.kinds import Count, Heads, LayerHeadMatrix, NonNegative, Positive, Rate, Sha256
+from benchmark.kinds import Count, Heads, LayerHeadMatrix, NonNegative, Outcomes, Positive, Rate, Sha256
 from benchmark.models.identity import ModelRecord
 from benchmark.settings import ScoreSettings
 
@@ -87,12 +87,14 @@ class Timing:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Accuracy of one model on the test split, overall and per queried box (null: no row at that box)."""
+    """Accuracy of one model on the test split, overall and per queried box (null: no row at that box), and
+    each prompt's outcome, from which both are recomputed when the file is checked."""
 
     accuracy: Rate
     n: Positive
     per_position: tuple[Rate | None, ...]
     n_per_position: tuple[Count, ...]
+    outcomes: Outcomes | None  # row i of the split: "1" answered right, "0" wrong; null in schema-1 files
 
 
 @dataclass(frozen=True)
@@ -274,3 +276,6 @@ class Result:
     faithfulness: Faithfulness | None
     dcm: DCM | None
     cmap: CMAP | None
+    # SHA-256 of this file's canonical JSON with `digest` itself null (see `submission.integrity`); it
+    # changes with any edit. Null in schema-1 files.
+    digest: Sha256 | None

@@ -179,6 +179,8 @@ def with_overrides(settings: ScoreSettings, **stages: dict) -> ScoreSettings:
     return replace(settings, **changed)
 
 
+CUSTOM = "custom"  # the preset name of settings that are not a preset's
+
 PRESETS: dict[str, ScoreSettings] = {
     "spec-v1": ScoreSettings(),
     # About 1/7 of SPEC's sizes (DCM 1/16): a 135M model pair end to end on a CPU. With 35
@@ -207,9 +209,13 @@ def preset_settings(
     device_map: str | None = None,
     **stages: dict,
 ) -> ScoreSettings:
-    """The named preset with the common knobs (None: the preset's) and per-stage field overrides."""
+    """The named preset with the common knobs (None: the preset's) and per-stage field overrides.
+
+    With overrides the settings are no longer the preset's, and the result says so: its preset is "custom"
+    (a result that names a preset must have that preset's settings)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     settings = PRESETS[name].with_common(n_boxes, seed, batch_size)
     placement = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
-    return with_overrides(replace(settings, **placement), **stages)
+    settings = with_overrides(replace(settings, **placement), **stages)
+    return replace(settings, preset=CUSTOM) if stages else settings

@@ -13,7 +13,8 @@ import pytest
 from benchmark.cli import main
 from benchmark.leaderboard import COLUMNS, CSV, MARKDOWN, PAGE, build
 from benchmark.leaderboard.table import row_values
-from benchmark.submission import Result, canonical_name, to_json, validate
+from benchmark.submission import Result, canonical_name, check, to_json, validate
+from benchmark.submission.integrity import reseal, seal
 from benchmark.submission.synthetic import SyntheticPair, synthetic_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,10 +129,11 @@ def _inject(value, key: str | None = None):
 def test_every_string_from_a_submission_is_escaped(tmp_path):
     plain = _inject(json.loads(to_json(pair(0))))
     plain["circuits"]["base"]["stages"][3].update(mean=None, stderr=None)
+    plain = reseal(plain)
     assert validate(plain) == []
     subs = tmp_path / "subs"
     subs.mkdir()
-    (subs / "injected.json").write_text(json.dumps(plain))
+    (subs / canonical_name(check(plain).result)).write_text(json.dumps(plain))
     report = build(subs, tmp_path / "out")
     assert len(report.rows) == 1
     page = (tmp_path / "out" / PAGE).read_text()
@@ -154,7 +156,7 @@ def test_html_in_a_model_name_never_reaches_the_page(tmp_path):
 
 
 def test_stages_that_did_not_run_show_as_missing(tmp_path):
-    partial = dataclasses.replace(pair(0), circuits=None, faithfulness=None, dcm=None, cmap=None)
+    partial = seal(dataclasses.replace(pair(0), circuits=None, faithfulness=None, dcm=None, cmap=None))
     write(tmp_path / "subs", partial)
     (row,) = build(tmp_path / "subs", tmp_path / "out").rows
     assert row.values["circuit_iou"] is None and row.values["cmap_circuit"] is None
@@ -197,3 +199,20 @@ def test_models_with_adapters_are_named_by_their_adapters():
     models = dataclasses.replace(result.models, finetuned=model)
     name = canonical_name(dataclasses.replace(result, models=models))
     assert "__finetuned-model-organism-finetuned__" in name
+
+
+def test_a_row_is_re_run_only_with_a_matching_verification_record(tmp_path):
+    from benchmark.submission.files import name_digest
+    from benchmark.submission.verified import Verification, write_verification
+
+    subs = tmp_path / "subs"
+    verified, other = write(subs, pair(0)), write(subs, pair(1))
+    record = Verification(verified.name, name_digest(pair(0)), "0.1.0", "2026-12-01T12:00:00+00:00", "cpu",
+                          "x86_64", True, (), 0.0)  # fmt: skip
+    write_verification(subs, record)
+    write_verification(subs, dataclasses.replace(record, file=other.name))  # a record of another digest
+    checked = {row.file: row.values["checked"] for row in build(subs, tmp_path / "out").rows}
+    assert checked == {verified.name: "re-run (suite 0.1.0)", other.name: "self-reported"}
+    write_verification(subs, dataclasses.replace(record, reproduced=False, differences=("$.x (1 vs 2)",)))
+    (row, _) = sorted(build(subs, tmp_path / "out").rows, key=lambda r: r.file != verified.name)
+    assert row.values["checked"] == "re-run differs (suite 0.1.0)"

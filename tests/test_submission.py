@@ -27,6 +27,7 @@ from benchmark.submission import (
 )
 from benchmark.submission import schema as schema_module
 from benchmark.submission.codec import FormatError, to_plain
+from benchmark.submission.integrity import reseal
 from benchmark.submission.synthetic import SyntheticPair, synthetic_result
 
 
@@ -150,27 +151,28 @@ def test_schema_errors_carry_the_json_path(plain):
 
 def test_nan_in_a_file_is_a_problem(result, tmp_path):
     path = tmp_path / "result.json"
-    path.write_text(to_json(result).replace('"acc_base": 0.4', '"acc_base": NaN'))
+    path.write_text(to_json(result).replace(f'"acc_base": {result.cmap.acc_base}', '"acc_base": NaN'))
     (problem,) = validate(path)
     assert problem.path == "$.cmap.acc_base" and "not a JSON number" in problem.message
 
 
 def test_faithfulness_may_exceed_one(plain):
-    plain["faithfulness"]["base_circuit_in_finetuned"]["faithfulness"] = 1.7
-    assert validate(plain) == []
+    cross = plain["faithfulness"]["base_circuit_in_finetuned"]
+    cross.update(circuit_accuracy=1.0, full_accuracy=0.6, faithfulness=1.0 / 0.6)
+    assert validate(reseal(plain)) == []
 
 
 def test_a_null_stage_is_valid_and_a_missing_one_is_not(plain):
     for stage in ("circuits", "faithfulness", "dcm", "cmap"):
         plain[stage] = None
-    assert validate(plain) == []
+    assert validate(reseal(plain)) == []
     del plain["cmap"]
-    assert "'cmap' is a required property" in messages(validate(plain))
+    assert "'cmap' is a required property" in messages(validate(reseal(plain)))
 
 
 def test_wrong_dataset_hash_names_the_split_and_the_right_hash(plain):
     plain["datasets"][0]["sha256"] = "0" * 64
-    (problem,) = validate(plain)
+    (problem,) = validate(reseal(plain))
     assert problem.path == "$.datasets[0].sha256"
     assert "boxes-v1/n3/test/seed0/contexts10" in problem.message
     assert "as this suite generates it" in problem.message
@@ -201,7 +203,7 @@ def _result_on_reduced_words(result: Result) -> Result:
 def test_split_ids_with_a_word_list_are_regenerated_from_the_recorded_vocabulary(result):
     reduced = _result_on_reduced_words(result)
     assert "/words-" in reduced.datasets[0].split_id
-    assert validate(json.loads(to_json(reduced))) == []
+    assert validate(reseal(json.loads(to_json(reduced)))) == []
     tampered = json.loads(to_json(reduced))
     tampered["vocabulary"]["objects"] = tampered["vocabulary"]["objects"][1:]
     assert "is not the recorded vocabulary" in messages(validate(tampered))
@@ -222,7 +224,7 @@ def test_head_index_out_of_range_everywhere_heads_appear(plain):
 
 def test_effect_arrays_must_have_the_models_shape(plain):
     plain["circuits"]["base"]["stages"][1]["stderr"][2].pop()
-    (problem,) = validate(plain)
+    (problem,) = validate(reseal(plain))
     assert problem.path == "$.circuits.base.stages[1].stderr" and "the model has 4 x 4" in problem.message
 
 
@@ -230,7 +232,7 @@ def test_effect_arrays_must_have_the_models_shape(plain):
     ("key", "value", "expected"),
     [
         ("metric_version", "v9", "$.suite.metric_version: unknown metric version 'v9'; known: ['v1']"),
-        ("schema_version", "2", "$.suite.schema_version: unknown schema version '2'; known: ['1']"),
+        ("schema_version", "3", "$.suite.schema_version: unknown schema version '3'; known: ['1', '2']"),
         ("name", "other-bench", "$.suite.name: is 'other-bench', expected 'entity-tracking-bench'"),
     ],
 )
@@ -241,7 +243,7 @@ def test_unknown_versions_are_named(plain, key, value, expected):
 
 def test_html_in_a_model_name_is_refused(plain):
     plain["models"]["finetuned"]["id"] = "org/<script>alert(1)</script>"
-    (problem,) = validate(plain)
+    (problem,) = validate(reseal(plain))
     assert problem.path == "$.models.finetuned.id" and "markup" in problem.message
 
 
@@ -249,7 +251,9 @@ def test_internal_inconsistencies_are_problems(plain):
     plain["behaviour"]["base"]["n_per_position"][0] += 1
     plain["cmap"]["circuit"]["gain"] = None
     plain["timing"]["finished_at"] = "2025-01-31T11:00:00+00:00"
-    plain["circuits"]["base"]["groups"]["value_fetcher"].append([3, 3])
+    selected = plain["circuits"]["base"]["selected"]["value_fetcher"]
+    unselected = next([la, h] for la in range(4) for h in range(4) if [la, h] not in selected)
+    plain["circuits"]["base"]["groups"]["value_fetcher"].append(unselected)
     plain["models"]["finetuned"]["head_shape"]["n_kv_heads"] = 3
     plain["circuits"]["kv_group_size"] = 1
     found = messages(validate(plain))
@@ -259,7 +263,7 @@ def test_internal_inconsistencies_are_problems(plain):
     assert "$.behaviour.base.n_per_position: adds up to 31, not n=30" in found
     assert "$.cmap.circuit.gain: gain_defined says the gain is defined, but it is None" in found
     assert "$.timing.finished_at: is before started_at" in found
-    assert "$.circuits.base.groups.value_fetcher: heads [(3, 3)] were never selected" in found
+    assert f"$.circuits.base.groups.value_fetcher: heads [{tuple(unselected)}] were never selected" in found
 
 
 def test_canonical_names_use_safe_characters_only(result):
@@ -288,7 +292,7 @@ def test_cli_validate_prints_every_problem_and_sets_the_exit_code(result, plain,
     good.write_text(to_json(result))
     plain["suite"]["metric_version"] = "v0"
     plain["datasets"][0]["sha256"] = "0" * 64
-    bad.write_text(json.dumps(plain))
+    bad.write_text(json.dumps(reseal(plain)))
     assert main(["validate", str(good)]) == 0
     assert capsys.readouterr().out == f"{good}: ok\n"
     assert main(["validate", str(good), str(bad)]) == 1
@@ -298,7 +302,7 @@ def test_cli_validate_prints_every_problem_and_sets_the_exit_code(result, plain,
 
 
 def test_schema_file_lives_in_the_package():
-    assert Path(schema_module.__file__).with_name("schema-v1.json") == SCHEMA_PATH
+    assert Path(schema_module.__file__).with_name("schema-v2.json") == SCHEMA_PATH
 
 
 def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):

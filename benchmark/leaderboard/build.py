@@ -11,7 +11,9 @@ from pathlib import Path
 
 from benchmark.leaderboard.page import page
 from benchmark.leaderboard.table import DUPLICATE, Entry, csv_text, entries, markdown
-from benchmark.submission import Problem, check
+from benchmark.submission import Checked, Problem, check
+from benchmark.submission.files import check_file_name
+from benchmark.submission.verified import read_verification
 
 MARKDOWN, CSV, PAGE = "LEADERBOARD.md", "leaderboard.csv", "site/index.html"
 
@@ -39,15 +41,19 @@ class BuildReport:
 
 
 def collect(submissions_dir: str | Path) -> tuple[tuple[Entry, ...], tuple[Invalid, ...]]:
-    """Validate every `*.json` of the folder (sorted by name): rows of the valid ones, problems of others."""
+    """Validate every `*.json` of the folder (sorted by name), and that each has its canonical name (which
+    carries its content digest): rows of the valid ones, problems of the others."""
     valid, invalid = [], []
     for path in sorted(Path(submissions_dir).glob("*.json")):
         checked = check(path)
         if checked.ok:
+            checked = Checked(checked.result, tuple(check_file_name(path.name, checked.result)))
+        if checked.ok:
             valid.append((path.name, checked.result))
         else:
             invalid.append(Invalid(path.name, checked.problems))
-    return entries(valid), tuple(invalid)
+    verifications = {name: read_verification(submissions_dir, name) for name, _ in valid}
+    return entries(valid, {name: v for name, v in verifications.items() if v is not None}), tuple(invalid)
 
 
 def render(rows: tuple[Entry, ...]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,7 +18,9 @@ from tabulate import tabulate
 from benchmark.leaderboard.known import known_pair, section
 from benchmark.models.identity import ModelRecord
 from benchmark.records import DCMOverlap, Result
+from benchmark.submission.files import name_digest
 from benchmark.submission.kinds import GROUP_NAMES
+from benchmark.submission.verified import Verification, status
 
 MISSING = "–"  # how an absent number shows in Markdown and on the page
 DUPLICATE = "duplicate"
@@ -76,6 +78,12 @@ COLUMNS: tuple[Column, ...] = (
         for g in GROUP_NAMES
     ),
     Column("preset", "preset", False, "sizes of the run: spec-v1 (the full ones) or cpu-small (about 1/7)"),
+    Column(
+        "checked",
+        "checked",
+        False,
+        "re-run (suite X): `etbench verify` re-ran the pair and got the same numbers; else self-reported",
+    ),
     Column(
         "suite_version",
         "suite version",
@@ -164,8 +172,9 @@ def finished_date(result: Result) -> str:
     return datetime.fromisoformat(result.timing.finished_at).astimezone(UTC).date().isoformat()
 
 
-def row_values(result: Result, file: str) -> dict[str, object]:
-    """Every column's value for one result (None where a stage did not run or a number is undefined)."""
+def row_values(result: Result, file: str, verification: Verification | None = None) -> dict[str, object]:
+    """Every column's value for one result (None where a stage did not run or a number is undefined);
+    `verification`: the file's verification record, if it has one."""
     return {
         "pair": f"{model_label(result.models.base)} -> {model_label(result.models.finetuned)}",
         "base_acc": result.behaviour.base.accuracy,
@@ -177,6 +186,7 @@ def row_values(result: Result, file: str) -> dict[str, object]:
         "dcm_overlap": _dcm_overlap(result),
         **_cmap_values(result),
         "preset": result.settings.preset,
+        "checked": status(verification, file, name_digest(result)),
         "suite_version": result.suite.version,
         "date": finished_date(result),
         "known_answer": known.name if (known := known_pair(result)) else "",
@@ -202,10 +212,15 @@ class Entry:
         )
 
 
-def entries(results: Sequence[tuple[str, Result]]) -> tuple[Entry, ...]:
-    """Rows sorted by a stable key, with every row of a pair that occurs more than once flagged."""
+def entries(
+    results: Sequence[tuple[str, Result]], verifications: Mapping[str, Verification] | None = None
+) -> tuple[Entry, ...]:
+    """Rows sorted by a stable key, with every row of a pair that occurs more than once flagged;
+    `verifications`: verification records by file name."""
+    verifications = verifications or {}
     rows = sorted(
-        (Entry(file, result, row_values(result, file)) for file, result in results), key=Entry.sort_key
+        (Entry(file, result, row_values(result, file, verifications.get(file))) for file, result in results),
+        key=Entry.sort_key,
     )
     counts = Counter(pair_key(row.result) for row in rows)
     return tuple(

@@ -106,4 +106,5 @@ def assemble(outputs: PairOutputs, timing: Timing, device: str) -> Result:
         faithfulness=faithfulness,
         dcm=_dcm(outputs),
         cmap=outputs.cmap.record() if outputs.cmap is not None else None,
+        digest=None,  # sealed when written (`submission.integrity.seal`)
     )

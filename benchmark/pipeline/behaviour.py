@@ -62,7 +62,10 @@ class BehaviourRun:
     def record(self) -> Accuracy:
         """lm-eval's accuracy (the number reported) with the suite's per-position breakdown."""
         per_position = tuple(defined(a) for a in self.suite.per_position)
-        return Accuracy(self.lm_eval_accuracy, self.suite.n, per_position, self.suite.n_per_position)
+        outcomes = "".join("1" if right else "0" for right in self.suite.correct)
+        return Accuracy(
+            self.lm_eval_accuracy, self.suite.n, per_position, self.suite.n_per_position, outcomes
+        )
 
 
 def lm_eval_accuracy(study: ModelUnderStudy, split: Split, batch_size: int) -> tuple[float, str]:

@@ -17,6 +17,7 @@ from benchmark.plots import plot_faithfulness_curves, plot_head_effects
 from benchmark.records import Result, StageTime, Timing
 from benchmark.settings import ScoreSettings
 from benchmark.submission import to_json, validate
+from benchmark.submission.integrity import seal
 
 
 class InvalidResultError(BenchmarkError, RuntimeError):
@@ -71,7 +72,7 @@ def score_pair(
     outputs = ScoreRun(specs, settings, run_dir, progress).run()
     stages = tuple(StageTime(stage.id, stage.seconds) for stage in outputs.stages)
     timing = Timing(started, _now(), sum(s.seconds for s in stages), stages)
-    result = assemble(outputs, timing, base.device_map or base.device)
+    result = seal(assemble(outputs, timing, base.device_map or base.device))
     text = to_json(result)
     problems = validate(json.loads(text))
     if problems:

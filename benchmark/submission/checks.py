@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from benchmark.data.words import Vocabulary
@@ -171,36 +172,42 @@ def check_timing(result: Result) -> Iterator[Problem]:
 def check_datasets(result: Result) -> Iterator[Problem]:
     """Every split id parses, and the suite's regeneration of it has the recorded SHA-256 and row count."""
     from benchmark.data import TASK_VERSION
-    from benchmark.data.boxes import words_digest
 
-    vocabulary = result.vocabulary
-    digest = words_digest(vocabulary.objects, vocabulary.labels)
-    regenerated: dict[str, Split | str] = {}
     for i, dataset in enumerate(result.datasets):
         path = f"$.datasets[{i}]"
         match = SPLIT_ID.match(dataset.split_id)
         if match is None or match["task"] != TASK_VERSION:
             yield Problem(f"{path}.split_id", f"{dataset.split_id!r} is not a {TASK_VERSION} split id")
             continue
-        if match["digest"] is not None and match["digest"] != digest:
+        if match["digest"] is not None and match["digest"] != _words_digest(result.vocabulary):
             yield Problem(
                 f"{path}.split_id",
-                f"its word list words-{match['digest']} is not the recorded vocabulary (words-{digest})",
+                f"its word list words-{match['digest']} is not the recorded vocabulary "
+                f"(words-{_words_digest(result.vocabulary)})",
             )
             continue
-        if dataset.split_id not in regenerated:
-            regenerated[dataset.split_id] = _regenerate(match, vocabulary)
-        split = regenerated[dataset.split_id]
+        split = regenerated_split(dataset.split_id, result.vocabulary)
         if isinstance(split, str):
             yield Problem(f"{path}.split_id", f"the suite cannot regenerate this split: {split}")
             continue
         yield from _compare_split(dataset, split, path)
 
 
-def _regenerate(match: re.Match, vocabulary: Vocabulary) -> Split | str:
-    """The split of a parsed id (from the recorded words if the id names a word list), or why not."""
+def _words_digest(vocabulary: Vocabulary) -> str:
+    from benchmark.data.boxes import words_digest
+
+    return words_digest(vocabulary.objects, vocabulary.labels)
+
+
+@lru_cache(maxsize=32)
+def regenerated_split(split_id: str, vocabulary: Vocabulary) -> Split | str | None:
+    """The split of an id (from the recorded words if the id names a word list); why not, as text; None
+    when the id does not parse. Cached: several checks read the same splits."""
     from benchmark.data import DatasetError, generate_split
 
+    match = SPLIT_ID.match(split_id)
+    if match is None:
+        return None
     n_boxes, contexts = int(match["n_boxes"]), int(match["contexts"])
     words = (vocabulary.objects, vocabulary.labels) if match["digest"] else ()
     try:

@@ -15,7 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-RUN_SPECIFIC = ("hardware", "timing")  # top-level blocks that describe the run, not its numbers
+RUN_SPECIFIC = (
+    "hardware",
+    "timing",
+    "digest",
+)  # what describes the run (the digest covers both), not numbers
 FLOAT_TOLERANCE = 1e-4  # absolute; the largest move seen between machines was 1.4e-5
 
 

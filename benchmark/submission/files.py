@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +13,8 @@ from benchmark.errors import BenchmarkError
 from benchmark.models.identity import ModelRecord
 from benchmark.records import Result
 from benchmark.submission.checks import Problem
-from benchmark.submission.codec import to_json
-from benchmark.submission.validate import check
+from benchmark.submission.codec import to_json, to_plain
+from benchmark.submission.validate import check, downgrade
 
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _MAX_SLUG = 60
@@ -43,10 +45,33 @@ def model_slug(model: ModelRecord) -> str:
     return slug("-".join(parts))
 
 
+def name_digest(result: Result) -> str:
+    """The 12 hex digits a canonical file name carries: the content digest's (schema 2), or those of the
+    whole canonical JSON's SHA-256 for a schema-1 file (which has no digest)."""
+    if result.digest is not None:
+        return result.digest[:12]
+    return hashlib.sha256(canonical_text(result).encode()).hexdigest()[:12]
+
+
+def canonical_text(result: Result) -> str:
+    """The canonical JSON of a result as a file of its schema version holds it."""
+    if result.suite.schema_version != "1":
+        return to_json(result)
+    return json.dumps(downgrade(to_plain(result)), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
 def canonical_name(result: Result) -> str:
-    """`{base}__{finetuned}__{12 hex of the canonical JSON's SHA-256}.json`: safe characters only."""
-    digest = hashlib.sha256(to_json(result).encode()).hexdigest()[:12]
-    return f"{model_slug(result.models.base)}__{model_slug(result.models.finetuned)}__{digest}.json"
+    """`{base}__{finetuned}__{name_digest}.json`: safe characters only."""
+    return (
+        f"{model_slug(result.models.base)}__{model_slug(result.models.finetuned)}__{name_digest(result)}.json"
+    )
+
+
+def check_file_name(name: str, result: Result) -> Iterator[Problem]:
+    """A file in a submissions folder has its canonical name, so its digest is that of its content."""
+    expected = canonical_name(result)
+    if name != expected:
+        yield Problem("$", f"file name {name} is not the canonical {expected} (edited, or renamed by hand?)")
 
 
 @dataclass(frozen=True)
@@ -65,7 +90,7 @@ def submit(source: str | Path, submissions_dir: str | Path) -> Submitted:
     checked = check(source)
     if not checked.ok:
         raise SubmissionError(Path(source), checked.problems)
-    text = to_json(checked.result)
+    text = canonical_text(checked.result)
     target = Path(submissions_dir) / canonical_name(checked.result)
     if target.is_file() and target.read_text(encoding="ascii") == text:
         return Submitted(target, already_present=True)

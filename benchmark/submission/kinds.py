@@ -10,9 +10,9 @@ from benchmark.circuit import GROUPS
 from benchmark.data.counterfactuals import DCM_DESIDERATA
 
 SUITE_NAME = "entity-tracking-bench"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: per-prompt outcomes and a content digest (1 files stay readable and valid)
 METRIC_VERSION = "v1"
-KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = (SCHEMA_VERSION,)
+KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = ("1", SCHEMA_VERSION)
 KNOWN_METRIC_VERSIONS: tuple[str, ...] = (METRIC_VERSION,)
 
 GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)

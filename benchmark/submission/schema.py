@@ -1,8 +1,9 @@
 """JSON Schema (draft 2020-12) of the result file, generated from the dataclasses' type hints.
 
-The committed `schema-v1.json` is this generator's output; a test regenerates it, so the schema and the
-dataclasses cannot drift. Every object is closed (no unknown keys) and every key is required: a stage that
-did not run is an explicit null.
+The committed `schema-v{SCHEMA_VERSION}.json` is this generator's output; a test regenerates it, so the
+schema and the dataclasses cannot drift. Earlier versions' files (`schema-v1.json`) are kept as they were
+committed: files of that version are validated against them. Every object is closed (no unknown keys)
+and every key is required: a stage that did not run is an explicit null.
 """
 
 from __future__ import annotations
@@ -104,6 +105,15 @@ def _define(cls: type, defs: dict) -> None:
 
 def _description(cls: type) -> str:
     return " ".join(inspect.getdoc(cls).split())
+
+
+@cache
+def schema_for(version: str) -> dict:
+    """The schema a file of `version` is validated against: generated for the current one, else the
+    committed file."""
+    if version == SCHEMA_VERSION:
+        return result_schema()
+    return json.loads(Path(__file__).with_name(f"schema-v{version}.json").read_text(encoding="ascii"))
 
 
 @cache

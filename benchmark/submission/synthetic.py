@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import statistics
 from dataclasses import dataclass
 
 from benchmark import records as r
@@ -16,6 +17,7 @@ from benchmark.data.words import Vocabulary
 from benchmark.kinds import Heads
 from benchmark.models.identity import HeadShape, ModelRecord
 from benchmark.submission import kinds
+from benchmark.submission.integrity import seal
 
 N_BOXES = 3
 
@@ -99,10 +101,28 @@ def _vocabulary() -> Vocabulary:
     return Vocabulary(OBJECTS, LABELS, removed_objects=(), removed_labels=())
 
 
-def _accuracy(rng: random.Random, n: int) -> r.Accuracy:
-    per_box = n // N_BOXES
-    correct = [rng.randint(0, per_box) for _ in range(N_BOXES)]
-    return r.Accuracy(sum(correct) / n, n, tuple(c / per_box for c in correct), (per_box,) * N_BOXES)
+def _accuracy(rng: random.Random, settings: c.ScoreSettings) -> r.Accuracy:
+    """Made-up outcomes on the real behaviour split, and the accuracies they give."""
+    from benchmark.data import generate_split
+
+    behaviour = settings.behaviour
+    split = generate_split(N_BOXES, "test", behaviour.n_prompts, behaviour.seed)
+    queried = [example.query_index for example in split.examples]
+    right = [rng.random() < 0.7 for _ in queried]
+    per_box = [[ok for ok, q in zip(right, queried, strict=True) if q == box] for box in range(N_BOXES)]
+    n = len(right)
+    return r.Accuracy(
+        sum(right) / n,
+        n,
+        tuple(sum(rows) / len(rows) if rows else None for rows in per_box),
+        tuple(len(rows) for rows in per_box),
+        "".join("1" if ok else "0" for ok in right),
+    )
+
+
+def _share(rng: random.Random, n: int, low: float, high: float) -> float:
+    """A made-up accuracy over n prompts: k/n with k/n roughly in [low, high]."""
+    return round(rng.uniform(low, high) * n) / n
 
 
 def _matrix(rng: random.Random, pair: SyntheticPair, scale: float) -> tuple[tuple[float, ...], ...]:
@@ -142,44 +162,44 @@ def _circuits(rng: random.Random, pair: SyntheticPair) -> r.Circuits:
 
 
 def _score(rng: random.Random, full: float, n: int) -> r.FaithfulnessScore:
-    circuit = round(rng.uniform(0.5, 1.0) * full, 4)
+    circuit = _share(rng, n, 0.5 * full, full)
     return r.FaithfulnessScore(full, circuit, circuit / full, n, undefined_because=None)
 
 
 def _model_faithfulness(rng: random.Random, full: float, settings: c.ScoreSettings) -> r.ModelFaithfulness:
-    draws = tuple(round(rng.uniform(0.0, 0.05), 4) for _ in range(settings.faithfulness.n_random))
-    mean = sum(draws) / len(draws)
-    std = (sum((d - mean) ** 2 for d in draws) / (len(draws) - 1)) ** 0.5
+    n = settings.faithfulness.n_prompts
+    draws = tuple(_share(rng, n, 0.0, 0.05) / full for _ in range(settings.faithfulness.n_random))
+    mean, std = statistics.fmean(draws), statistics.stdev(draws)
     points, level = [], 0.0
     for fraction in settings.faithfulness.curve_fractions:
-        level = min(1.0, level + rng.uniform(0.2, 0.5))
+        level = min(full, level + _share(rng, n, 0.2, 0.5))
         k = max(1, round(fraction * 16))
-        points.append(r.CurvePoint(fraction, k, round(level * full, 4), level))
+        points.append(r.CurvePoint(fraction, k, level, level / full))
     area = sum(
         (b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2
         for a, b in zip(points, points[1:], strict=False)
     )
-    n = settings.faithfulness.n_prompts
     return r.ModelFaithfulness(
         _score(rng, full, n), r.RandomBaseline(mean, std, draws, 0), r.Curve(tuple(points), area)
     )
 
 
-def _masks(rng: random.Random, circuit: r.Discovery, n_test: int) -> tuple[r.DCMMask, ...]:
+def _masks(rng: random.Random, circuit: r.Discovery, dcm: c.DCMConfig) -> tuple[r.DCMMask, ...]:
+    n_validation, n_test = dcm.n_validation, dcm.n_test
     masks = []
     for group in kinds.GROUP_NAMES:
         heads = tuple(sorted(circuit.groups[group]))
         for desideratum in kinds.DESIDERATUM_NAMES:
             values = tuple(float(rng.random() < 0.5) for _ in heads)
             chosen = tuple(h for h, v in zip(heads, values, strict=True) if v == 0.0)
-            accuracy = round(rng.uniform(0.2, 0.9), 4)
-            masks.append(r.DCMMask(group, desideratum, heads, values, chosen, accuracy, accuracy, n_test))
+            validation, test = _share(rng, n_validation, 0.2, 0.9), _share(rng, n_test, 0.2, 0.9)
+            masks.append(r.DCMMask(group, desideratum, heads, values, chosen, validation, test, n_test))
     return tuple(masks)
 
 
 def _dcm(rng: random.Random, circuits: r.Circuits, settings: c.ScoreSettings) -> r.DCM:
-    base = _masks(rng, circuits.base, settings.dcm.n_test)
-    finetuned = _masks(rng, circuits.finetuned, settings.dcm.n_test)
+    base = _masks(rng, circuits.base, settings.dcm)
+    finetuned = _masks(rng, circuits.finetuned, settings.dcm)
     overlap = tuple(
         r.DCMOverlap(
             b.group, b.desideratum, _iou(set(b.heads), set(f.heads)), b.test_accuracy, f.test_accuracy
@@ -193,8 +213,9 @@ def _cmap(rng: random.Random, circuits: r.Circuits, acc_base: float, acc_ft: flo
     defined = abs(acc_ft - acc_base) >= 0.02
 
     def entry(heads: Heads) -> r.CMAPEntry:
-        patched = round(acc_base + rng.uniform(0.0, 1.0) * (acc_ft - acc_base), 4)
-        gain = (patched - acc_base) / (acc_ft - acc_base) if defined else None
+        low, high = sorted((acc_base, acc_ft))
+        patched = _share(rng, 30, low, high)
+        gain = (patched - acc_base) / (acc_ft - acc_base) + 0.0 if defined else None
         return r.CMAPEntry(heads, patched, patched - acc_base, gain)
 
     groups = {g: entry(circuits.base.groups[g]) for g in kinds.GROUP_NAMES}
@@ -206,7 +227,7 @@ def synthetic_result(pair: SyntheticPair = SyntheticPair()) -> r.Result:
     """A full result for `pair`, every stage present, that `validate` accepts."""
     rng = random.Random(pair.seed)
     settings = _settings()
-    behaviour = r.Behaviour("lm-eval", _accuracy(rng, 30), _accuracy(rng, 30))
+    behaviour = r.Behaviour("lm-eval", _accuracy(rng, settings), _accuracy(rng, settings))
     circuits = _circuits(rng, pair)
     faithfulness = r.Faithfulness(
         _model_faithfulness(rng, behaviour.base.accuracy or 1.0, settings),
@@ -214,7 +235,7 @@ def synthetic_result(pair: SyntheticPair = SyntheticPair()) -> r.Result:
         _score(rng, behaviour.finetuned.accuracy or 1.0, settings.faithfulness.n_prompts),
     )
     stages = tuple(r.StageTime(s, 1.5) for s in ("behaviour", "circuits", "faithfulness", "dcm", "cmap"))
-    return r.Result(
+    result = r.Result(
         suite=r.Suite(kinds.SUITE_NAME, "0.1.0", kinds.SCHEMA_VERSION, kinds.METRIC_VERSION, "boxes-v1"),
         settings=settings,
         datasets=_datasets(settings),
@@ -230,4 +251,6 @@ def synthetic_result(pair: SyntheticPair = SyntheticPair()) -> r.Result:
         faithfulness=faithfulness,
         dcm=_dcm(rng, circuits, settings),
         cmap=_cmap(rng, circuits, behaviour.base.accuracy, behaviour.finetuned.accuracy),
+        digest=None,
     )
+    return seal(result)

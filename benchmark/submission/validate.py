@@ -18,9 +18,13 @@ from jsonschema import Draft202012Validator, ValidationError
 from benchmark.records import Result
 from benchmark.submission.checks import MEANING_CHECKS, Problem
 from benchmark.submission.codec import FormatError, from_plain
+from benchmark.submission.integrity import INTEGRITY_CHECKS
 from benchmark.submission.kinds import KNOWN_METRIC_VERSIONS, KNOWN_SCHEMA_VERSIONS, SUITE_NAME
-from benchmark.submission.schema import result_schema
+from benchmark.submission.schema import schema_for
 
+CHECKS = (*MEANING_CHECKS, *INTEGRITY_CHECKS)
+
+SIDES = ("base", "finetuned")
 _MAX_SHOWN = 80  # characters of an offending value shown in a message
 
 
@@ -99,8 +103,23 @@ def check_numbers(data: object, path: str = "$") -> list[Problem]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(result_schema())
+def _validator(version: str) -> Draft202012Validator:
+    return Draft202012Validator(schema_for(version))
+
+
+def upgrade(data: dict) -> dict:
+    """A schema-1 file as the current records read it: the fields schema 2 added are null."""
+    if data["suite"]["schema_version"] != "1":
+        return data
+    behaviour = {side: {**data["behaviour"][side], "outcomes": None} for side in SIDES}
+    return {**data, "behaviour": {**data["behaviour"], **behaviour}, "digest": None}
+
+
+def downgrade(plain: dict) -> dict:
+    """The inverse of `upgrade`: a schema-1 result as its file holds it (without schema 2's fields)."""
+    behaviour = {s: {k: v for k, v in plain["behaviour"][s].items() if k != "outcomes"} for s in SIDES}
+    rest = {key: value for key, value in plain.items() if key != "digest"}
+    return {**rest, "behaviour": {**plain["behaviour"], **behaviour}}
 
 
 def _leaves(error: ValidationError) -> Iterator[ValidationError]:
@@ -114,9 +133,9 @@ def _leaves(error: ValidationError) -> Iterator[ValidationError]:
 
 
 def check_schema(data: object) -> list[Problem]:
-    """Every schema error, with the JSON path of the offending value."""
+    """Every schema error (against the schema of the file's version), with the JSON path of the value."""
     problems = []
-    for error in _validator().iter_errors(data):
+    for error in _validator(data["suite"]["schema_version"]).iter_errors(data):
         for leaf in _leaves(error):
             message = leaf.message
             if len(message) > 2 * _MAX_SHOWN:
@@ -140,10 +159,10 @@ def check(source: str | Path | Mapping) -> Checked:
     if problems and any(p.path != "$.suite.metric_version" for p in problems):
         return Checked(None, tuple(problems))
     try:
-        result = from_plain(Result, data)
+        result = from_plain(Result, upgrade(data))
     except FormatError as error:  # the schema should have caught it: say so rather than crash
         return Checked(None, (*problems, Problem("$", f"does not decode: {error}")))
-    for meaning_check in MEANING_CHECKS:
+    for meaning_check in CHECKS:
         problems += list(meaning_check(result))
     return Checked(result, tuple(problems))
 
