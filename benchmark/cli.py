@@ -111,10 +111,16 @@ def _add_submission_parsers(commands) -> None:
     parser = actions.add_parser(
         "build",
         help="rebuild LEADERBOARD.md, leaderboard.csv and site/index.html",
-        description="Validate every submissions/*.json and write the leaderboard; invalid files are "
-        "reported and left out, duplicate pairs are flagged.",
+        description="Validate every submissions/*.json and write the leaderboard (each file atomically); "
+        "duplicate pairs are flagged. A missing submissions folder or an invalid file is an error and "
+        "leaves the leaderboard as it is, unless --keep-going.",
     )
     _add_leaderboard_dirs(parser)
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="build from the valid files anyway, listing each invalid file skipped on stderr (exit code 0)",
+    )
     parser.set_defaults(handler=cmd_leaderboard_build)
 
 
@@ -261,8 +267,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _report_build(report) -> None:
     """The build's row count and files on stdout; invalid and duplicate submissions on stderr."""
     for invalid in report.invalid:
-        for problem in invalid.problems:
-            print(f"warning: left out {invalid.file}: {problem}", file=sys.stderr)
+        print(f"warning: skipped {invalid.file}: {invalid.first_problem()}", file=sys.stderr)
     for file in report.duplicates:
         print(f"warning: {file} scores the same pair as another submission (flagged)", file=sys.stderr)
     print(f"{len(report.rows)} rows, {len(report.invalid)} invalid submissions left out")
@@ -273,7 +278,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     """Rebuild the leaderboard from the submissions folder."""
     from benchmark.leaderboard import build
 
-    _report_build(build(args.submissions, args.out))
+    _report_build(build(args.submissions, args.out, keep_going=args.keep_going))
     return 0
 
 
@@ -289,7 +294,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 1
     state = "already submitted" if submitted.already_present else "submitted"
     print(f"{state}: {submitted.path}")
-    _report_build(build(args.submissions, args.out))
+    _report_build(build(args.submissions, args.out, keep_going=True))  # the others' problems are warnings
     return 0
 
 

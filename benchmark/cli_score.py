@@ -16,6 +16,7 @@ from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 if TYPE_CHECKING:
     from benchmark.models import ModelSpec
 
+
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     value = int(text)

@@ -142,3 +142,109 @@ def test_asking_for_cuda_without_it_is_a_one_line_error(tiny, capsys):
     assert main(["score", "--base", str(tiny), "--finetuned", str(tiny), "--device", "cuda"]) == 2
     error = capsys.readouterr().err
     assert "no CUDA device" in error and "Traceback" not in error
+
+
+# The leaderboard build: a typo'd or broken submissions folder never replaces the board; free text is inert.
+
+
+def _board(tmp_path: Path) -> tuple[Path, Path]:
+    """A submissions folder with one valid result, and a leaderboard built from it."""
+    from benchmark.leaderboard import build
+    from benchmark.submission import canonical_name, to_json
+    from benchmark.submission.synthetic import synthetic_result
+
+    subs, out = tmp_path / "subs", tmp_path / "board"
+    subs.mkdir()
+    result = synthetic_result()
+    (subs / canonical_name(result)).write_text(to_json(result))
+    build(subs, out)
+    return subs, out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_missing_submissions_folder_is_a_one_line_error_and_keeps_the_board(tmp_path, capsys):
+    from benchmark.cli import main
+
+    _, out = _board(tmp_path)
+    before = _files(out)
+    args = ["leaderboard", "build", "--submissions", str(tmp_path / "typo"), "--out", str(out)]
+    for extra in ([], ["--keep-going"]):
+        assert main([*args, *extra]) != 0
+        error = capsys.readouterr().err
+        assert "typo does not exist" in error and error.count("\n") == 1 and "Traceback" not in error
+    assert _files(out) == before
+    assert b"No submissions yet" not in before["LEADERBOARD.md"]
+
+
+def test_an_invalid_submission_stops_the_build_unless_keep_going(tmp_path, capsys):
+    from benchmark.cli import main
+
+    subs, out = _board(tmp_path)
+    valid = next(subs.glob("*.json"))
+    broken = json.loads(valid.read_text())
+    broken["behaviour"]["base"]["accuracy"] = 1.5
+    (subs / "broken.json").write_text(json.dumps(broken))
+    before = _files(out)
+    args = ["leaderboard", "build", "--submissions", str(subs), "--out", str(out)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "broken.json is invalid" in error and "$.behaviour.base.accuracy" in error
+    assert error.count("\n") == 1 and "--keep-going" in error
+    assert _files(out) == before
+    assert main([*args, "--keep-going"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: skipped broken.json: $.behaviour.base.accuracy" in captured.err
+    assert "1 rows, 1 invalid submissions left out" in captured.out
+
+
+def test_an_interrupted_leaderboard_build_leaves_every_file_whole(tmp_path, monkeypatch):
+    from benchmark.leaderboard import build
+
+    subs, out = _board(tmp_path)
+    before = _files(out)
+    (out / "LEADERBOARD.md").write_bytes(before["LEADERBOARD.md"] + b"stale\n")  # so a write would show
+    before = _files(out)
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(subs, out)
+    assert _files(out) == before  # no half file, no temporary left behind
+
+
+def test_markdown_text_leaves_no_syntax():
+    from benchmark.leaderboard.escape import markdown_text
+
+    text = markdown_text("[x](http://evil) ![i](y) a|b *b* _u_ `c` <b>h</b>\nnext \\[")
+    assert text == (
+        r"\[x\]\(http://evil\) \!\[i\]\(y\) a\|b \*b\* \_u\_ \`c\` &lt;b&gt;h&lt;/b&gt; next \\\["
+    )
+
+
+def test_link_and_image_syntax_in_a_submission_never_reaches_the_markdown(tmp_path):
+    from benchmark.leaderboard import build
+    from benchmark.submission import canonical_name, to_json, validate
+    from benchmark.submission.synthetic import SyntheticPair, synthetic_result
+
+    result = synthetic_result(
+        SyntheticPair(base_id="[x](http://evil)", finetuned_id="org/a|b", finetuned_revision="![i](y)")
+    )
+    plain = json.loads(to_json(result))
+    plain["settings"]["preset"] = "![p](http://evil)\n| injected | row |"
+    assert validate(plain) == []
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / canonical_name(result)).write_text(json.dumps(plain))
+    build(subs, tmp_path / "out")
+    board = (tmp_path / "out" / "LEADERBOARD.md").read_text()
+    for syntax in ("[x](", "![i](", "![p](", "\n| injected"):
+        assert syntax not in board
+    assert r"\[x\]\(http://evil\)" in board and r"\!\[i\]\(y\)" in board
+    header, rule, row = (line for line in board.splitlines() if line.startswith("|"))
+    cells = [line.replace("\\|", "").count("|") for line in (header, rule, row)]
+    assert cells[0] == cells[1] == cells[2]
