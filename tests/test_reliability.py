@@ -248,3 +248,58 @@ def test_link_and_image_syntax_in_a_submission_never_reaches_the_markdown(tmp_pa
     header, rule, row = (line for line in board.splitlines() if line.startswith("|"))
     cells = [line.replace("\\|", "").count("|") for line in (header, rule, row)]
     assert cells[0] == cells[1] == cells[2]
+
+
+# Sizes: a typo'd size fails at once with its bound, instead of running unbounded.
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "--prompts", "10000000"], "must be at most 100000, got 10000000"),
+        (["accuracy", "--model", "smollm2", "--prompts", "10000000"], "must be at most 100000"),
+        (["accuracy", "--model", "smollm2", "--batch-size", "1000000"], "must be at most 4096"),
+        (["score", "--pair", "organism", "--batch-size", "1000000"], "must be at most 4096"),
+    ],
+)
+def test_sizes_over_their_bound_are_refused_by_the_parser(argv, message, tmp_path, capsys):
+    from benchmark.cli import main
+
+    out = ["--out", str(tmp_path / "x.jsonl")] if argv[0] == "data" else []
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, *out])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_boxes_out_of_the_task_are_one_line_errors_before_any_model_loads(tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["data", "--boxes", "1000000", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "unknown number of boxes: 1000000" in capsys.readouterr().err
+    missing = str(tmp_path / "no-model")  # the check comes before the models are looked up
+    assert main(["score", "--base", missing, "--finetuned", missing, "--boxes", "1000000"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown number of boxes: 1000000" in error and error.count("\n") == 1
+
+
+def test_size_bounds_allow_spec_v1_with_a_margin_and_stop_typos_everywhere(capsys):
+    from dataclasses import replace
+
+    from benchmark.cli import build_parser
+    from benchmark.data import DatasetError, generate_split
+    from benchmark.settings import MAX_BATCH_SIZE, MAX_PROMPTS, PRESETS, check_sizes, preset_settings
+
+    spec = PRESETS["spec-v1"]
+    largest = max(spec.dcm.n_train, spec.behaviour.n_prompts, spec.faithfulness.n_reference)
+    assert 10 * largest <= MAX_PROMPTS and 10 * spec.batch_size <= MAX_BATCH_SIZE
+    check_sizes(replace(spec, dcm=replace(spec.dcm, n_train=10 * spec.dcm.n_train)))
+    with pytest.raises(ValueError, match="dcm.n_train is 10000000"):
+        preset_settings("spec-v1", dcm={"n_train": 10_000_000})
+    with pytest.raises(DatasetError, match=f"1 to {MAX_PROMPTS} prompts"):
+        generate_split(7, "test", 10_000_000)
+    for command in ("data", "accuracy", "score"):  # each bound is in the --help text
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"1 to {MAX_BATCH_SIZE}" in text if command != "data" else f"1 to {MAX_PROMPTS}" in text
