@@ -303,3 +303,90 @@ def test_size_bounds_allow_spec_v1_with_a_margin_and_stop_typos_everywhere(capsy
             build_parser().parse_args([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert f"1 to {MAX_BATCH_SIZE}" in text if command != "data" else f"1 to {MAX_PROMPTS}" in text
+
+
+# Adapters: a corrupt or mismatched adapter of either model fails the pair check, before any stage.
+
+
+@pytest.fixture
+def lora(tiny, tmp_path):
+    from benchmark.testing import build_tiny_lora
+
+    return build_tiny_lora(tiny, tmp_path / "lora", seed=0)
+
+
+def _rewrite(adapter: Path, out: Path, change) -> Path:
+    """A copy of `adapter` whose tensors are `change(name, tensor)` -> (name, tensor)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(adapter, out)
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    save_file(dict(change(n, t) for n, t in tensors.items()), out / "adapter_model.safetensors")
+    return out
+
+
+def _check_finetuned(tiny: Path, adapter: Path):
+    return check_pair_configs(ModelSpec(str(tiny)), ModelSpec(str(tiny), adapters=(str(adapter),)))
+
+
+def test_a_fitting_adapter_passes_the_pair_check(tiny, lora):
+    assert _check_finetuned(tiny, lora).head_shape.n_layers == 3
+
+
+def test_a_truncated_adapter_fails_the_pair_check_in_one_line(tiny, lora):
+    from benchmark.models import AdapterMismatchError
+
+    weights = lora / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(AdapterMismatchError, match="fine-tuned adapter 1 of 1") as error:
+        _check_finetuned(tiny, lora)
+    message = str(error.value)
+    assert str(weights) in message and "truncated" in message and "save the adapter again" in message
+    assert "\n" not in message and isinstance(error.value, BenchmarkError)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("{not json", "not readable JSON"), ('{"peft_type": "IA3"}', "not a LoRA adapter config")],
+)
+def test_an_adapter_config_that_is_not_lora_fails_the_pair_check(tiny, lora, text, problem):
+    from benchmark.models import AdapterMismatchError
+
+    (lora / "adapter_config.json").write_text(text)
+    with pytest.raises(AdapterMismatchError, match=problem) as error:
+        _check_finetuned(tiny, lora)
+    assert "adapter_config.json" in str(error.value)
+
+
+def test_an_adapter_for_another_model_shape_fails_the_pair_check(tiny, lora, tmp_path):
+    from benchmark.models import AdapterMismatchError
+
+    def wider(name, tensor):
+        if "q_proj.lora_A" in name:
+            return name, torch.zeros(tensor.shape[0], tensor.shape[1] * 2)
+        return name, tensor
+
+    def deeper(name, tensor):
+        return name.replace("layers.1.", "layers.7."), tensor
+
+    with pytest.raises(AdapterMismatchError, match=r"q_proj has input size \d+ \(hidden size"):
+        _check_finetuned(tiny, _rewrite(lora, tmp_path / "wider", wider))
+    with pytest.raises(AdapterMismatchError, match="is for layer 7, the model has 3 layers"):
+        _check_finetuned(tiny, _rewrite(lora, tmp_path / "deeper", deeper))
+    with pytest.raises(AdapterMismatchError, match="base adapter 1 of 1"):  # the base model's are checked too
+        check_pair_configs(ModelSpec(str(tiny), adapters=(str(tmp_path / "wider"),)), ModelSpec(str(tiny)))
+
+
+def test_a_corrupt_finetuned_adapter_stops_score_before_any_stage(tiny, lora, tmp_path, capsys):
+    from benchmark.cli import main
+
+    weights = lora / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    run_dir = tmp_path / "run"
+    argv = ["score", "--base", str(tiny), "--finetuned", str(tiny), "--finetuned-adapter", str(lora)]
+    assert main([*argv, "--run-dir", str(run_dir), "--device", "cpu", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "fine-tuned adapter 1 of 1" in error and error.count("\n") == 1 and "Traceback" not in error
+    assert not list(run_dir.glob("stages/*"))
