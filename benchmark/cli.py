@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from benchmark.cli_score import add_score_parser, add_verify_parser, positive_int
-from benchmark.data.boxes import DEFAULT_BOXES, SPLITS
+from benchmark.cli_score import add_score_parser, add_verify_parser, size
+from benchmark.data.boxes import DEFAULT_BOXES, SPLITS, SUPPORTED_BOXES
 from benchmark.errors import BenchmarkError, CliError
+from benchmark.settings import MAX_BATCH_SIZE, MAX_PROMPTS
 from benchmark.sweep.cli import add_sweep_parser
 from benchmark.zoo.cli import add_zoo_parser
 
@@ -31,14 +32,26 @@ def _add_data_parser(commands) -> None:
         description="Generate a split of the boxes task (defined in docs/metrics.md), write its canonical "
         "JSONL and print its id and SHA-256. The same arguments always give byte-identical output.",
     )
-    parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
+    _add_boxes(parser)
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split (disjoint contexts)")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument(
-        "--prompts", type=positive_int, default=500, help="rows, rounded up to whole contexts"
+        "--prompts",
+        type=size(MAX_PROMPTS),
+        default=500,
+        help=f"rows, 1 to {MAX_PROMPTS}, rounded up to whole contexts",
     )
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.set_defaults(handler=cmd_data)
+
+
+def _add_boxes(parser) -> None:
+    parser.add_argument(
+        "--boxes",
+        type=int,
+        default=DEFAULT_BOXES,
+        help=f"boxes per context: {', '.join(map(str, SUPPORTED_BOXES))} (default {DEFAULT_BOXES})",
+    )
 
 
 def _add_accuracy_parser(commands) -> None:
@@ -53,13 +66,23 @@ def _add_accuracy_parser(commands) -> None:
         "--model", required=True, help="hub id, local directory, .gguf file, or built-in 'smollm2'"
     )
     parser.add_argument("--gguf-file", help="GGUF file inside --model (a directory or hub repo)")
-    parser.add_argument("--boxes", type=int, default=DEFAULT_BOXES, help="boxes per context: 3, 5 or 7")
-    parser.add_argument("--prompts", type=positive_int, default=500, help="size of the test split (rows)")
-    parser.add_argument("--limit", type=positive_int, help="score only the first K rows of the split")
+    _add_boxes(parser)
+    parser.add_argument(
+        "--prompts",
+        type=size(MAX_PROMPTS),
+        default=500,
+        help=f"size of the test split (rows, 1 to {MAX_PROMPTS})",
+    )
+    parser.add_argument("--limit", type=size(MAX_PROMPTS), help="score only the first K rows of the split")
     parser.add_argument("--seed", type=int, default=0, help="test split seed")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=size(MAX_BATCH_SIZE),
+        default=32,
+        help=f"prompts per forward pass (1 to {MAX_BATCH_SIZE})",
+    )
     parser.set_defaults(handler=cmd_accuracy)
 
 
@@ -111,10 +134,16 @@ def _add_submission_parsers(commands) -> None:
     parser = actions.add_parser(
         "build",
         help="rebuild LEADERBOARD.md, leaderboard.csv and site/index.html",
-        description="Validate every submissions/*.json and write the leaderboard; invalid files are "
-        "reported and left out, duplicate pairs are flagged.",
+        description="Validate every submissions/*.json and write the leaderboard (each file atomically); "
+        "duplicate pairs are flagged. A missing submissions folder or an invalid file is an error and "
+        "leaves the leaderboard as it is, unless --keep-going.",
     )
     _add_leaderboard_dirs(parser)
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="build from the valid files anyway, listing each invalid file skipped on stderr (exit code 0)",
+    )
     parser.set_defaults(handler=cmd_leaderboard_build)
 
 
@@ -262,8 +291,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _report_build(report) -> None:
     """The build's row count and files on stdout; invalid and duplicate submissions on stderr."""
     for invalid in report.invalid:
-        for problem in invalid.problems:
-            print(f"warning: left out {invalid.file}: {problem}", file=sys.stderr)
+        print(f"warning: skipped {invalid.file}: {invalid.first_problem()}", file=sys.stderr)
     for file in report.duplicates:
         print(f"warning: {file} scores the same pair as another submission (flagged)", file=sys.stderr)
     print(f"{len(report.rows)} rows, {len(report.invalid)} invalid submissions left out")
@@ -274,7 +302,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     """Rebuild the leaderboard from the submissions folder."""
     from benchmark.leaderboard import build
 
-    _report_build(build(args.submissions, args.out))
+    _report_build(build(args.submissions, args.out, keep_going=args.keep_going))
     return 0
 
 
@@ -290,7 +318,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 1
     state = "already submitted" if submitted.already_present else "submitted"
     print(f"{state}: {submitted.path}")
-    _report_build(build(args.submissions, args.out))
+    _report_build(build(args.submissions, args.out, keep_going=True))  # the others' problems are warnings
     return 0
 
 

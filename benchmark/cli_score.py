@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from benchmark.data.boxes import SUPPORTED_BOXES, check_boxes
 from benchmark.errors import CliError
-from benchmark.settings import PRESETS
+from benchmark.settings import MAX_BATCH_SIZE, PRESETS
 from benchmark.zoo.pairs import REFERENCE_PAIRS, get_pair
 
 if TYPE_CHECKING:
@@ -23,6 +24,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def size(maximum: int):
+    """argparse type: an integer from 1 to `maximum` (a size: prompts, rows, batch)."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    parse.__name__ = "size"
+    return parse
 
 
 def _add_model_options(parser) -> None:
@@ -77,15 +91,19 @@ def add_score_parser(commands) -> None:
         "docs/metrics.md lists both",
     )
     parser.add_argument(
-        "--boxes", type=int, default=None, help="boxes per context (default: the preset's, 7)"
+        "--boxes",
+        type=int,
+        default=None,
+        help=f"boxes per context: {', '.join(map(str, SUPPORTED_BOXES))} (default: the preset's, 7)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=size(MAX_BATCH_SIZE),
         default=None,
         help="prompts per forward pass in every stage but DCM training (default: the preset's, "
-        f"{PRESETS['spec-v1'].batch_size}); lower it when memory runs out; recorded in the result",
+        f"{PRESETS['spec-v1'].batch_size}), 1 to {MAX_BATCH_SIZE}; lower it when memory runs out; recorded "
+        "in the result",
     )
     parser.add_argument("--out", default=None, help="result JSON (default: RUN_DIR/result.json)")
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<base>__<finetuned>)")
@@ -152,6 +170,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    if args.boxes is not None:
+        check_boxes(args.boxes)  # before any model loads
     settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
     base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)

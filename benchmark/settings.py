@@ -15,6 +15,12 @@ from dataclasses import dataclass, replace
 
 from benchmark.kinds import Count, NonNegative, Positive, Rate
 
+# Upper bounds on the sizes a user can ask for (`etbench data`, `accuracy` and `score`, and every split
+# the suite generates): 100 times spec-v1's largest split (DCM's 1000 training pairs) and 128 times its
+# batch size, small enough that a typo (--prompts 10000000) fails at once instead of filling the memory.
+MAX_PROMPTS = 100_000
+MAX_BATCH_SIZE = 4096
+
 # The faithfulness curve's default circuit sizes, as shares of all heads (from 1% to 100%).
 CURVE_FRACTIONS: tuple[float, ...] = (
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
@@ -217,5 +223,21 @@ def preset_settings(
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     settings = PRESETS[name].with_common(n_boxes, seed, batch_size)
     placement = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
-    settings = with_overrides(replace(settings, **placement), **stages)
+    settings = check_sizes(with_overrides(replace(settings, **placement), **stages))
     return replace(settings, preset=CUSTOM) if stages else settings
+
+
+_SIZE_FIELDS = {"n_prompts", "n_minimality_prompts", "n_reference", "n_train", "n_validation", "n_test"}
+
+
+def check_sizes(settings: ScoreSettings) -> ScoreSettings:
+    """`settings`, if no split is over MAX_PROMPTS and no batch over MAX_BATCH_SIZE; else a ValueError."""
+    for stage in dataclasses.fields(settings):
+        config = getattr(settings, stage.name)
+        for field in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
+            value = getattr(config, field.name)
+            bound = MAX_PROMPTS if field.name in _SIZE_FIELDS else None
+            bound = MAX_BATCH_SIZE if field.name.endswith("batch_size") else bound
+            if bound is not None and value > bound:
+                raise ValueError(f"{stage.name}.{field.name} is {value}, over the suite's bound {bound}")
+    return settings

@@ -83,7 +83,7 @@ def test_invalid_files_are_reported_and_left_out(tmp_path):
     tampered = json.loads(valid.read_text())
     tampered["datasets"][0]["sha256"] = "0" * 64
     (subs / "tampered.json").write_text(json.dumps(tampered))
-    report = build(subs, tmp_path / "out")
+    report = build(subs, tmp_path / "out", keep_going=True)
     assert [row.file for row in report.rows] == [valid.name]
     reasons = {invalid.file: str(invalid.problems[0]) for invalid in report.invalid}
     assert "truncated" in reasons["truncated.json"] and "$.datasets[0].sha256" in reasons["tampered.json"]
@@ -98,7 +98,7 @@ def test_a_rebuild_never_drops_a_valid_row(tmp_path):
     (subs / "broken.json").write_text("{")
     names.append(write(subs, pair(2)).name)
     (tmp_path / "out" / CSV).unlink()  # rows come only from the files, not from the last build
-    build(subs, tmp_path / "out")
+    build(subs, tmp_path / "out", keep_going=True)
     assert csv_files(tmp_path / "out") == sorted(names)
 
 
@@ -148,7 +148,7 @@ def test_html_in_a_model_name_never_reaches_the_page(tmp_path):
     evil = json.loads(to_json(pair(1)))
     evil["models"]["base"]["id"] = INJECTION
     (subs / "evil.json").write_text(json.dumps(evil))
-    report = build(subs, tmp_path / "out")
+    report = build(subs, tmp_path / "out", keep_going=True)
     assert [invalid.file for invalid in report.invalid] == ["evil.json"]
     assert "markup" in report.invalid[0].problems[0].message
     for name in OUTPUTS:

@@ -17,6 +17,7 @@ from functools import cached_property
 
 from benchmark.data.words import LABELS, OBJECTS
 from benchmark.errors import BenchmarkError
+from benchmark.settings import MAX_PROMPTS
 
 TASK_VERSION = "boxes-v1"
 SUPPORTED_BOXES: tuple[int, ...] = (3, 5, 7)
@@ -237,8 +238,11 @@ def generate_split(
     """Generate a split of at least `n_prompts` rows (rounded up to whole contexts of n rows)."""
     check_boxes(n_boxes)
     check_split(split)
-    if n_prompts < 1:
-        raise DatasetError(f"n_prompts must be at least 1, got {n_prompts}")
+    if not 1 <= n_prompts <= MAX_PROMPTS:
+        raise DatasetError(
+            f"a split holds 1 to {MAX_PROMPTS} prompts, got {n_prompts}: ask for fewer (spec-v1's largest "
+            "split has 1000)"
+        )
     rng = context_rng(TASK_VERSION, n_boxes, split, seed)
     n_contexts = math.ceil(n_prompts / n_boxes)
     contexts: dict[str, Context] = {}

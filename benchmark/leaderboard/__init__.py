@@ -4,7 +4,17 @@ The code lives in the installed package (so `etbench leaderboard build` works wh
 installed); its outputs live in the repository's top-level `leaderboard/` folder.
 """
 
-from benchmark.leaderboard.build import CSV, MARKDOWN, PAGE, BuildReport, Invalid, build, collect, render
+from benchmark.leaderboard.build import (
+    CSV,
+    MARKDOWN,
+    PAGE,
+    BuildReport,
+    Invalid,
+    SubmissionsError,
+    build,
+    collect,
+    render,
+)
 from benchmark.leaderboard.table import COLUMNS, Column, Entry, pair_key
 
 __all__ = [
@@ -16,6 +26,7 @@ __all__ = [
     "Column",
     "Entry",
     "Invalid",
+    "SubmissionsError",
     "build",
     "collect",
     "pair_key",

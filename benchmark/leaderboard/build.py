@@ -1,7 +1,10 @@
 """Build the leaderboard (Markdown, CSV, static page) from the result files in submissions/.
 
-Each file is validated; an invalid one is reported and left out, never fatal. Rows come only from the
-files, so a rebuild never loses a valid row, and the same files always give the same bytes.
+Each file is validated. A missing submissions folder or an invalid file stops the build before anything
+is written (`SubmissionsError`, naming the file and its first problem with its JSON path), so a typo'd
+folder never replaces the board; with `keep_going` invalid files are reported and left out instead. Rows
+come only from the files, so a rebuild never loses a valid row, and the same files always give the same
+bytes. Each output file is written atomically.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.atomic import write_atomically
+from benchmark.errors import BenchmarkError
 from benchmark.leaderboard.page import page
 from benchmark.leaderboard.table import DUPLICATE, Entry, csv_text, entries, markdown
 from benchmark.submission import Checked, Problem, check
@@ -18,12 +23,21 @@ from benchmark.submission.verified import read_verification
 MARKDOWN, CSV, PAGE = "LEADERBOARD.md", "leaderboard.csv", "site/index.html"
 
 
+class SubmissionsError(BenchmarkError):
+    """The submissions folder is missing, or holds an invalid file (and the build was not told to skip it)."""
+
+
 @dataclass(frozen=True)
 class Invalid:
     """A submission file left out of the leaderboard, and why."""
 
     file: str
     problems: tuple[Problem, ...]
+
+    def first_problem(self) -> str:
+        """The first problem (JSON path and reason) on one line, with how many more there are."""
+        more = len(self.problems) - 1
+        return str(self.problems[0]).replace("\n", " ") + (f" (and {more} more)" if more else "")
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,14 @@ class BuildReport:
 def collect(submissions_dir: str | Path) -> tuple[tuple[Entry, ...], tuple[Invalid, ...]]:
     """Validate every `*.json` of the folder (sorted by name), and that each has its canonical name (which
     carries its content digest): rows of the valid ones, problems of the others."""
+    folder = Path(submissions_dir)
+    if not folder.is_dir():
+        raise SubmissionsError(
+            f"the submissions folder {folder} does not exist: pass --submissions with the folder of result "
+            "files (the leaderboard was left as it is)"
+        )
     valid, invalid = [], []
-    for path in sorted(Path(submissions_dir).glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         checked = check(path)
         if checked.ok:
             checked = Checked(checked.result, tuple(check_file_name(path.name, checked.result)))
@@ -61,13 +81,26 @@ def render(rows: tuple[Entry, ...]) -> dict[str, str]:
     return {MARKDOWN: markdown(rows), CSV: csv_text(rows), PAGE: page(rows)}
 
 
-def build(submissions_dir: str | Path = "submissions", out_dir: str | Path = "leaderboard") -> BuildReport:
-    """Validate the submissions and (re)write LEADERBOARD.md, leaderboard.csv and site/index.html."""
+def build(
+    submissions_dir: str | Path = "submissions", out_dir: str | Path = "leaderboard", keep_going: bool = False
+) -> BuildReport:
+    """Validate the submissions and (re)write LEADERBOARD.md, leaderboard.csv and site/index.html.
+
+    Raises SubmissionsError, writing nothing, when the folder is missing or (unless `keep_going`, which
+    leaves invalid files out and reports them) when a file in it is invalid.
+    """
     rows, invalid = collect(submissions_dir)
+    if invalid and not keep_going:
+        others = f" ({len(invalid) - 1} more invalid files)" if len(invalid) > 1 else ""
+        raise SubmissionsError(
+            f"{Path(submissions_dir) / invalid[0].file} is invalid{others}: {invalid[0].first_problem()}; "
+            "fix or remove it (etbench validate lists every problem) or pass --keep-going to build without "
+            "it (the leaderboard was left as it is)"
+        )
     written = []
     for relative, text in render(rows).items():
         path = Path(out_dir) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8", newline="\n")
+        write_atomically(path, text)
         written.append(path)
     return BuildReport(rows, invalid, tuple(written))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+from benchmark.leaderboard.escape import markdown_text
 from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_LETTERS
 from benchmark.zoo.pairs import PLANTED_PAIRS, PlantedPair
@@ -49,7 +50,7 @@ def said(result: Result) -> str:
 def section(results: list[tuple[str, Result]]) -> str:
     """The Markdown section of known-answer rows ('' when there is none)."""
     lines = [
-        f"- **{pair.name}** ({file}): must say {pair.expected}. Said: {said(result)}"
+        f"- **{pair.name}** ({markdown_text(file)}): must say {pair.expected}. Said: {said(result)}"
         for file, result in results
         if (pair := known_pair(result)) is not None
     ]

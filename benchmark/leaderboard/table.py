@@ -6,7 +6,6 @@ both kept and flagged, never merged.
 
 from __future__ import annotations
 
-import html
 import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,7 @@ from datetime import UTC, datetime
 
 from tabulate import tabulate
 
+from benchmark.leaderboard.escape import markdown_text
 from benchmark.leaderboard.known import known_pair, section
 from benchmark.models.identity import ModelRecord
 from benchmark.records import DCMOverlap, Result
@@ -230,12 +230,12 @@ def entries(
 
 
 def _cell(value: object) -> str:
-    """Markdown cell: numbers to 3 decimals, text HTML-escaped with pipes escaped."""
+    """Markdown cell: numbers to 3 decimals, text made inert (`markdown_text`)."""
     if value is None:
         return MISSING
     if isinstance(value, float):
         return f"{value:.3f}"
-    return html.escape(str(value)).replace("|", "\\|")
+    return markdown_text(value)
 
 
 def markdown(rows: Sequence[Entry]) -> str:

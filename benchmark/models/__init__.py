@@ -17,6 +17,7 @@ _EXPORTS = {
         "DTYPES", "LoadedModel", "ModelLoadError", "ModelSpec", "UnsupportedModelError", "load_config",
         "load_model", "load_tokenizer", "spec_fingerprint",
     ),
+    "lora": ("AdapterMismatchError", "check_adapter", "read_safetensors_header"),
     "pairs": (
         "ModelPair", "PairMismatchError", "check_pair", "check_pair_configs", "load_pair", "release",
         "vocab_difference",

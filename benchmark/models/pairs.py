@@ -28,6 +28,7 @@ from benchmark.models.loading import (
     load_tokenizer,
     resolve_source,
 )
+from benchmark.models.lora import check_adapter
 
 Which = Literal["base", "finetuned"]
 N_EXAMPLES = 5
@@ -178,14 +179,17 @@ def _base_key(spec: ModelSpec) -> tuple:
 def check_pair_configs(base: ModelSpec, finetuned: ModelSpec) -> ModelPair:
     """Compare configs and tokenizers only (no weights) and return the pair unloaded.
 
-    Raises PairMismatchError naming each difference; missing paths and adapters fail here too.
+    Raises PairMismatchError naming each difference; missing paths fail here too, and so does an adapter
+    of either model that is corrupt or does not fit its model (AdapterMismatchError, `models.lora`).
     """
     read: dict[tuple, tuple[PretrainedConfig, PreTrainedTokenizerBase]] = {}
-    for spec in (base, finetuned):
-        adapter_dirs(spec)
+    for which, spec in (("base", base), ("fine-tuned", finetuned)):
+        dirs = adapter_dirs(spec)
         if _base_key(spec) not in read:  # two adapter chains on one base read it once (GGUF parsing is slow)
             source = resolve_source(spec)
             read[_base_key(spec)] = (load_config(spec, source), load_tokenizer(spec, source))
+        for position, directory in enumerate(dirs, start=1):  # in seconds, not after the base model's pass
+            check_adapter(directory, read[_base_key(spec)][0], f"{which} adapter {position} of {len(dirs)}")
     (config_a, tokenizer_a), (config_b, tokenizer_b) = read[_base_key(base)], read[_base_key(finetuned)]
     configs, tokenizers = (config_a, config_b), (tokenizer_a, tokenizer_b)
     shape = _raise_if_different(base.model, finetuned.model, configs, tokenizers)

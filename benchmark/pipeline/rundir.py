@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from benchmark.atomic import write_atomically
 from benchmark.errors import BenchmarkError
 
 
@@ -67,13 +68,6 @@ def _stage_types(path: Path) -> list[type]:
 
 class RunDirectoryError(BenchmarkError):
     """The run directory cannot be written, or another run is using it."""
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path` (never half a file)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 class RunDirectory:

@@ -31,4 +31,6 @@ def collect(sweep: Sweep) -> Collected:
             submitted.append((status, submit(status.result, sweep.submissions)))
         else:
             left_out.append(status)
-    return Collected(tuple(submitted), tuple(left_out), build(sweep.submissions, sweep.leaderboard))
+    sweep.submissions.mkdir(parents=True, exist_ok=True)  # the sweep's own folder, even before a pair is done
+    board = build(sweep.submissions, sweep.leaderboard, keep_going=True)  # invalid files are warned about
+    return Collected(tuple(submitted), tuple(left_out), board)
