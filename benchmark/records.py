@@ -1,7 +1,7 @@
 """The records of a result file (one scored pair): each class is one JSON object, each field one key.
 
 Torch-free, below the methods: a method's result turns itself into its record (`.record()`), the result
-file is these records composed (`Result`), and the JSON Schema (`submission/schema-v1.json`) is generated
+file is these records composed (`Result`), and the JSON Schema (`submission/schema-v2.json`) is generated
 from them, with the settings (`benchmark.settings`), the vocabulary (`benchmark.data.words`) and the
 model identity (`benchmark.models.identity`) they contain. Value kinds: `benchmark.kinds`. A stage that
 did not run is null; numbers that are undefined (a gain with no gap, a ratio over a zero accuracy) are

@@ -228,7 +228,8 @@ def test_markdown_text_leaves_no_syntax():
 
 def test_link_and_image_syntax_in_a_submission_never_reaches_the_markdown(tmp_path):
     from benchmark.leaderboard import build
-    from benchmark.submission import canonical_name, to_json, validate
+    from benchmark.submission import canonical_name, check, to_json, validate
+    from benchmark.submission.integrity import reseal
     from benchmark.submission.synthetic import SyntheticPair, synthetic_result
 
     result = synthetic_result(
@@ -236,10 +237,11 @@ def test_link_and_image_syntax_in_a_submission_never_reaches_the_markdown(tmp_pa
     )
     plain = json.loads(to_json(result))
     plain["settings"]["preset"] = "![p](http://evil)\n| injected | row |"
+    plain = reseal(plain)
     assert validate(plain) == []
     subs = tmp_path / "subs"
     subs.mkdir()
-    (subs / canonical_name(result)).write_text(json.dumps(plain))
+    (subs / canonical_name(check(plain).result)).write_text(json.dumps(plain))
     build(subs, tmp_path / "out")
     board = (tmp_path / "out" / "LEADERBOARD.md").read_text()
     for syntax in ("[x](", "![i](", "![p](", "\n| injected"):

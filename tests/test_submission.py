@@ -67,7 +67,7 @@ def test_nan_is_refused_rather_than_written(result):
 
 def test_the_committed_schema_is_the_generated_one():
     assert SCHEMA_PATH.read_text() == schema_text(), (
-        "benchmark/submission/schema-v1.json is stale: regenerate it with "
+        f"{SCHEMA_PATH.name} is stale: regenerate it with "
         '`python -c "from benchmark.submission import write_schema; write_schema()"`'
     )
 
