@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from benchmark.models.adapter import ArchitectureAdapter
 from benchmark.models.identity import ModelRecord
@@ -61,6 +62,17 @@ class ModelUnderStudy:
     def extend(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
         """Logits [batch, pos, vocab] of `input_ids` continuing after `cache` (which grows by them)."""
         return self.model(input_ids, **{self._cache_keyword: cache, "use_cache": True}).logits
+
+    @staticmethod
+    def cache_entries(cache) -> list[tuple]:
+        """Per layer (keys [batch, kv_head, pos, d], values [batch, kv_head, pos, d], ...): the tensors of a
+        key-value cache, in the form `cache_of` (DynamicCache's `ddp_cache_data`) takes back."""
+        return [tuple(entry) for entry in cache]
+
+    @staticmethod
+    def cache_of(entries: list[tuple]):
+        """A fresh DynamicCache holding `entries` (from `cache_entries`, rows possibly selected)."""
+        return DynamicCache(ddp_cache_data=entries)
 
     @staticmethod
     def cached_values(cache, layer: int) -> torch.Tensor:
