@@ -26,7 +26,7 @@ from benchmark.dcm import prefix as prefix_module
 from benchmark.dcm.masking import counterfactual_cache, training_step
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
-from benchmark.testing import build_tiny_model
+from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model
 
 CARRIER = (2, 2)  # the one head that carries the answer
 GROUP = Group.VALUE_FETCHER
@@ -158,6 +158,20 @@ def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monk
     _assert_same_training(full, prefix)
     monkeypatch.setattr(prefix_module, "STORE_BYTES", 0)  # too big to keep: each call recomputes its prefix
     _assert_same_training(full, train_mask(model, adapter, circuit, group, Desideratum.OBJECT, data, config))
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch):
+    directory = tiny_model_dir(arch)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    config = DCMConfig(n_train=24, n_validation=12, n_test=12, batch_size=8, epochs=1, n_boxes=3)
+    data = dcm_data(AutoTokenizer.from_pretrained(directory), Desideratum.POSITION, config)
+    adapter = ArchitectureAdapter(model)
+    heads = [(layer, head) for layer in range(adapter.shape.n_layers) for head in (0, 1)]
+    for group in (Group.VALUE_FETCHER, Group.STRUCTURE_READER):
+        circuit = Circuit.of({group.value: heads})
+        run = (model, adapter, circuit, group, Desideratum.POSITION, data, config)
+        _assert_same_training(train_mask(*run, _full_pass=True), train_mask(*run))
 
 
 def test_cached_patch_refuses_rows_out_of_order(setup):

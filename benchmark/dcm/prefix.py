@@ -104,7 +104,7 @@ class PrefixRuns:
         with edit_head_outputs(self.study.adapter, edit, self.sites[rows], layers):
             if cache is None:  # the site is the first token: nothing to cache
                 return forward_last(self.study.model, ids)
-            return self.study.extend(ids[:, self.start :], cache)[:, -1]
+            return self.study.extend(ids[:, self.start :], cache, last_only=True)[:, -1]
 
     def loss(self, rows: torch.Tensor, heads, cf: torch.Tensor, mask: torch.Tensor, sparsity: float):
         """The DCM loss of `rows` [batch] with cf [batch, head, d] mixed in by `mask` [head] (with grad)."""
