@@ -61,14 +61,12 @@ class PrefixRuns:
     """The clean prompts of a split, cut at the earliest site of their rows: the prefix's key-value cache
     (kept while it fits `STORE_BYTES`) and last-position logits of any rows under a site edit."""
 
-    def __init__(
-        self, study: ModelUnderStudy, pairs: EncodedPairs, sites: torch.Tensor, batch_size: int, keep=True
-    ):
+    def __init__(self, study: ModelUnderStudy, pairs: EncodedPairs, sites: torch.Tensor, batch_size: int):
         self.study, self.pairs = study, pairs
         self.input_ids = pairs.clean.input_ids  # [rows, pos]
         self.start = int(sites.min())  # the first position an edit at the sites can change
         self.sites = (sites - self.start)[:, None]  # [rows, 1] each row's site inside the suffix
-        self.entries = self._store(batch_size) if keep and self.start > 0 else None
+        self.entries = self._store(batch_size) if self.start > 0 else None
 
     def _prefill(self, rows) -> list[tuple]:
         """Keys and values of the prefix of `rows`: per layer (k, v[, window]), each [rows, kv, start, d]."""
@@ -81,9 +79,10 @@ class PrefixRuns:
         parts = []
         for start in range(0, len(self.input_ids), batch_size):
             parts.append(self._prefill(slice(start, start + batch_size)))
-            row_bytes = sum(t.nbytes for t in parts[0][0][:2]) * len(parts[0]) / parts[0][0][0].shape[0]
-            if row_bytes * len(self.input_ids) > STORE_BYTES:
-                return None
+            if len(parts) == 1:  # the first chunk tells the size per row
+                row_bytes = sum(k.nbytes + v.nbytes for k, v, *_ in parts[0]) / len(parts[0][0][0])
+                if row_bytes * len(self.input_ids) > STORE_BYTES:
+                    return None
         joined = []
         for chunks in zip(*parts, strict=True):  # one layer: every chunk's (k, v[, window])
             keys, values = (torch.cat([chunk[i] for chunk in chunks]) for i in (0, 1))
@@ -94,8 +93,8 @@ class PrefixRuns:
         """A fresh cache of the prefix of `rows` [batch] (from the store, or computed now)."""
         if self.entries is None:
             return self.study.cache_of(self._prefill(rows))
-        rows = rows.to(self.entries[0][0].device)
-        return self.study.cache_of([(k[rows], v[rows], *rest) for k, v, *rest in self.entries])
+        picked = [(k[rows.to(k.device)], v[rows.to(v.device)], *rest) for k, v, *rest in self.entries]
+        return self.study.cache_of(picked)  # per layer [batch, kv, start, d], each on its layer's device
 
     def logits(self, rows: torch.Tensor, edit, layers: Sequence[int]) -> torch.Tensor:
         """Last-position logits [batch, vocab] of `rows` [batch] with `edit` at their sites in `layers`."""
