@@ -17,6 +17,7 @@ from benchmark.dcm import (
     EmptyGroupError,
     dcm_data,
     dcm_overlap,
+    masking,
     patch_accuracy,
     run_dcm,
     train_mask,
@@ -150,6 +151,7 @@ def _assert_same_training(full, prefix):
 @pytest.mark.parametrize("group", list(PREFIX_CASES), ids=lambda g: g.value)
 def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monkeypatch):
     model, adapter, _, data = setup
+    monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))  # structure readers too: exact as well
     circuit, config = PREFIX_CASES[group], dataclasses.replace(CONFIG, eval_every=3)
     sites = data.train.clean.query_label_earlier_pos
     assert group is not Group.STRUCTURE_READER or len(set(sites.tolist())) > 1  # rows' sites differ
@@ -161,7 +163,8 @@ def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monk
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
-def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch):
+def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch, monkeypatch):
+    monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))
     directory = tiny_model_dir(arch)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     config = DCMConfig(n_train=24, n_validation=12, n_test=12, batch_size=8, epochs=1, n_boxes=3)

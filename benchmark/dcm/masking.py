@@ -48,6 +48,13 @@ from benchmark.models.study import ModelUnderStudy, model_device
 from benchmark.records import DCMMask
 from benchmark.settings import DCMConfig
 
+# Groups trained and validated on a cached prefix (`benchmark.dcm.prefix`). It is exact for every group (one
+# site per row), but structure readers are read at the query label's occurrence inside the context, which
+# moves with the queried box: a batch's shared prefix ends at its earliest row's site, near the start of the
+# prompt, so almost everything is recomputed anyway (benchmarks/dcm_speed.py measured 0.97x; splitting each
+# batch by site instead gave 1.06x, many small runs). They keep the full pass.
+PREFIX_GROUPS = frozenset({Group.VALUE_FETCHER, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR})
+
 
 class EmptyGroupError(BenchmarkError, ValueError):
     """A group to mask or patch has no heads."""
@@ -339,10 +346,12 @@ def train_mask(
 ) -> DCMResult:
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
-    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. Training and
-    validation recompute only the tokens from the group's site on (`benchmark.dcm.prefix`); `_full_pass`
-    runs every token instead, the reference path the tests and `benchmarks/dcm_speed.py` compare with.
+    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. For the groups
+    in `PREFIX_GROUPS`, training and validation recompute only the tokens from the group's site on
+    (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
+    `benchmarks/dcm_speed.py` compare with.
     """
+    _full_pass = _full_pass or group not in PREFIX_GROUPS
     heads = group_heads(circuit, group)
     check_sizes(data, config)
     train = data.train.select(slice(0, config.n_train))
