@@ -5,7 +5,8 @@ tokenizer; `--layers` deep, 30 for SmolLM2's depth), same pairs at `cpu-small`'s
 `train_mask`; checks that they agree (max mask difference < 1e-5, the same heads and accuracies) and
 prints the speed ratio. The group's heads sit in the upper half of the network, where a group's heads are
 found in practice; the full pass's backward reaches down to the lowest of them, so `--low-layer` moves the
-ratio. Run: `python benchmarks/dcm_speed.py [--group value_fetcher] [--layers 8] [--threads 2]`.
+ratio. Run: `python benchmarks/dcm_speed.py [--group value_fetcher] [--layers 8] [--threads 2]`
+(`--force-prefix` measures the cached prefix for structure readers too, which keep the full pass).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmark.circuit import Circuit, Group
 from benchmark.data import Desideratum
-from benchmark.dcm import DCMConfig, dcm_data, train_mask
+from benchmark.dcm import DCMConfig, dcm_data, masking, train_mask
 from benchmark.models import ArchitectureAdapter
 from benchmark.testing import build_tokenizer
 
@@ -62,12 +63,21 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--low-layer", type=int, default=None, help="lowest layer of the group's heads")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--force-prefix",
+        action="store_true",
+        help="run the cached prefix also for a group that keeps the full pass (structure readers)",
+    )
     args = parser.parse_args()
+    if args.force_prefix:
+        masking.PREFIX_GROUPS = frozenset(Group)
     torch.set_num_threads(args.threads)
     tokenizer = build_tokenizer(add_bos=True)
     model = smollm2_shaped(len(tokenizer), args.layers)
     adapter = ArchitectureAdapter(model)
     group = Group(args.group)
+    if group not in masking.PREFIX_GROUPS:
+        print(f"note: {group.value} keeps the full pass (masking.PREFIX_GROUPS): both paths are the same")
     circuit = group_circuit(group, args.layers, args.low_layer)
     data = dcm_data(tokenizer, Desideratum.OBJECT, CPU_SMALL)
     print(
