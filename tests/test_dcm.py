@@ -17,15 +17,17 @@ from benchmark.dcm import (
     EmptyGroupError,
     dcm_data,
     dcm_overlap,
+    masking,
     patch_accuracy,
     run_dcm,
     train_mask,
     transfer_accuracies,
 )
+from benchmark.dcm import prefix as prefix_module
 from benchmark.dcm.masking import counterfactual_cache, training_step
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
-from benchmark.testing import build_tiny_model
+from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model
 
 CARRIER = (2, 2)  # the one head that carries the answer
 GROUP = Group.VALUE_FETCHER
@@ -124,6 +126,55 @@ def test_training_mix_at_zero_equals_the_evaluation_patch(setup):
     expected = -logits.gather(1, pairs.target_ids[:, None]).mean() + CONFIG.sparsity * 1.0
     torch.testing.assert_close(loss.detach(), expected, atol=1e-3, rtol=1e-5)
     assert mask.grad is not None and mask.grad.abs().sum() > 0
+
+
+# Groups over the one-head model's layers: the last token (one site), the query label, and the query label's
+# earlier occurrence (a site that differs between rows, so the prefix ends at the earliest one).
+PREFIX_CASES = {
+    GROUP: CIRCUIT,
+    Group.POSITION_DETECTOR: Circuit.of({"position_detector": [(1, 0), (1, 3), (2, 2)]}),
+    Group.STRUCTURE_READER: Circuit.of({"structure_reader": [(0, 1), (1, 0), (1, 2)]}),
+}
+
+
+def _assert_same_training(full, prefix):
+    assert prefix.heads == full.heads and prefix.group_heads == full.group_heads
+    assert max(abs(a - b) for a, b in zip(full.mask, prefix.mask, strict=True)) <= 1e-5
+    assert prefix.validation_accuracy == full.validation_accuracy
+    assert prefix.test_accuracy == full.test_accuracy
+    assert [(c.step, c.heads, c.validation_accuracy) for c in prefix.history] == [
+        (c.step, c.heads, c.validation_accuracy) for c in full.history
+    ]
+    assert (prefix.best_step, prefix.searched) == (full.best_step, full.searched)
+
+
+@pytest.mark.parametrize("group", list(PREFIX_CASES), ids=lambda g: g.value)
+def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monkeypatch):
+    model, adapter, _, data = setup
+    monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))  # structure readers too: exact as well
+    circuit, config = PREFIX_CASES[group], dataclasses.replace(CONFIG, eval_every=3)
+    sites = data.train.clean.query_label_earlier_pos
+    assert group is not Group.STRUCTURE_READER or len(set(sites.tolist())) > 1  # rows' sites differ
+    full = train_mask(model, adapter, circuit, group, Desideratum.OBJECT, data, config, _full_pass=True)
+    prefix = train_mask(model, adapter, circuit, group, Desideratum.OBJECT, data, config)
+    _assert_same_training(full, prefix)
+    monkeypatch.setattr(prefix_module, "STORE_BYTES", 0)  # too big to keep: each call recomputes its prefix
+    _assert_same_training(full, train_mask(model, adapter, circuit, group, Desideratum.OBJECT, data, config))
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch, monkeypatch):
+    monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))
+    directory = tiny_model_dir(arch)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    config = DCMConfig(n_train=24, n_validation=12, n_test=12, batch_size=8, epochs=1, n_boxes=3)
+    data = dcm_data(AutoTokenizer.from_pretrained(directory), Desideratum.POSITION, config)
+    adapter = ArchitectureAdapter(model)
+    heads = [(layer, head) for layer in range(adapter.shape.n_layers) for head in (0, 1)]
+    for group in (Group.VALUE_FETCHER, Group.STRUCTURE_READER):
+        circuit = Circuit.of({group.value: heads})
+        run = (model, adapter, circuit, group, Desideratum.POSITION, data, config)
+        _assert_same_training(train_mask(*run, _full_pass=True), train_mask(*run))
 
 
 def test_cached_patch_refuses_rows_out_of_order(setup):

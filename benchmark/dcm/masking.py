@@ -39,13 +39,21 @@ from benchmark.data import (
     encode_pairs,
     generate_split,
 )
+from benchmark.dcm.prefix import PrefixRuns, mask_loss, mixing_edit
 from benchmark.errors import BenchmarkError
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.hooks import edit_head_outputs
 from benchmark.models import ArchitectureAdapter
-from benchmark.models.study import model_device
+from benchmark.models.study import ModelUnderStudy, model_device
 from benchmark.records import DCMMask
 from benchmark.settings import DCMConfig
+
+# Groups trained and validated on a cached prefix (`benchmark.dcm.prefix`). It is exact for every group (one
+# site per row), but structure readers are read at the query label's occurrence inside the context, which
+# moves with the queried box: a batch's shared prefix ends at its earliest row's site, near the start of the
+# prompt, so almost everything is recomputed anyway (benchmarks/dcm_speed.py measured 0.97x; splitting each
+# batch by site instead gave 1.06x, many small runs). They keep the full pass.
+PREFIX_GROUPS = frozenset({Group.VALUE_FETCHER, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR})
 
 
 class EmptyGroupError(BenchmarkError, ValueError):
@@ -206,31 +214,16 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def mixing_edit(heads: Sequence[Head], layers: Sequence[int], mask: torch.Tensor, cf: torch.Tensor):
-    """Site edit m * clean + (1 - m) * cf for the masked heads; cf is [batch, n, d] in `heads` order."""
-    slots = {layer: [i for i, (l_, _) in enumerate(heads) if l_ == layer] for layer in layers}
-    columns = {layer: [heads[i][1] for i in slots[layer]] for layer in layers}
-
-    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:  # sites [batch, 1, head, d]
-        layer = layers[index]
-        m = mask[slots[layer]].to(sites.dtype)[None, None, :, None]  # [1, 1, k, 1]
-        other = cf[:, None, slots[layer]].to(sites.device, sites.dtype)  # [batch, 1, k, d]
-        out = sites.clone()
-        out[:, :, columns[layer]] = m * sites[:, :, columns[layer]] + (1 - m) * other
-        return out
-
-    return edit
-
-
 def training_step(model, adapter, heads, group, pairs: EncodedPairs, cf: torch.Tensor, mask, config):
-    """Loss -mean(target logit) + lambda * sum(1 - m) of one batch, with gradients reaching only the mask."""
+    """Loss -mean(target logit) + lambda * sum(1 - m) of one batch, with gradients reaching only the mask.
+
+    The full pass (every token, every layer), kept as the reference for `PrefixRuns.loss`."""
     layers = sorted({layer for layer, _ in heads})
     positions = group_positions(group, pairs.clean)[:, None]  # [batch, 1]
     edit = mixing_edit(heads, layers, mask, cf)
     with edit_head_outputs(adapter, edit, positions, layers):
         logits = forward_last(model, pairs.clean.input_ids.to(model_device(model)))  # [batch, vocab]
-    target = logits.float().gather(1, pairs.target_ids[:, None].to(logits.device))[:, 0]
-    return -target.mean() + config.sparsity * (1 - mask).sum()
+    return mask_loss(logits, pairs.target_ids, mask, config.sparsity)
 
 
 def _rounded(heads: Sequence[Head], mask: torch.Tensor) -> tuple[Head, ...]:
@@ -239,22 +232,36 @@ def _rounded(heads: Sequence[Head], mask: torch.Tensor) -> tuple[Head, ...]:
 
 
 class _Validator:
-    """Validation accuracy of rounded masks, each distinct head set scored once; keeps the best."""
+    """Validation accuracy of rounded masks, each distinct head set scored once; keeps the best.
 
-    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int):
+    With `full_pass` every score is a full forward pass (the reference path); otherwise the clean prompts'
+    prefix before the group's site is computed once and each score runs only the suffix (`PrefixRuns`).
+    """
+
+    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int, full_pass=False):
         self.model, self.adapter = model, adapter
         self.group, self.pairs, self.batch_size = group, pairs, batch_size
         self.cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+        self.runs = None
+        if not full_pass:
+            sites = group_positions(group, pairs.clean)  # [rows]
+            self.runs = PrefixRuns(ModelUnderStudy(model, adapter), pairs, sites, batch_size)
         self.scores: dict[tuple[Head, ...], float] = {}
         self.history: list[Checkpoint] = []
         self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
 
     def score(self, selected: tuple[Head, ...]) -> float:
-        if selected not in self.scores:
-            self.scores[selected] = cached_patch_accuracy(
+        if selected in self.scores:
+            return self.scores[selected]
+        if self.runs is None:
+            score = cached_patch_accuracy(
                 self.model, self.adapter, selected, self.group, self.pairs, self.cache, self.batch_size
             )
-        return self.scores[selected]
+        else:
+            cf = self.cache.subset(site_mask([selected], self.adapter.shape)).values  # [rows, n, d]
+            score = self.runs.accuracy(selected, cf, self.batch_size)
+        self.scores[selected] = score
+        return score
 
     def __call__(self, step: int, selected: tuple[Head, ...], mask: torch.Tensor) -> None:
         checkpoint = Checkpoint(step, selected, self.score(selected))
@@ -277,19 +284,30 @@ def _schedule(config: DCMConfig) -> Iterator[tuple[int, torch.Tensor, bool]]:
             yield step, order[start : start + config.batch_size], due or step == total
 
 
-def _train(model, adapter, heads, group, train: EncodedPairs, validate: _Validator, config, progress):
+def _loss_function(model, adapter, heads, group, train: EncodedPairs, config, full_pass: bool):
+    """loss(rows, cf, mask) of a training batch: the full pass, or the suffix over a cached prefix."""
+    if full_pass:
+        return lambda rows, cf, mask: training_step(
+            model, adapter, heads, group, train.select(rows), cf, mask, config
+        )
+    sites = group_positions(group, train.clean)  # [rows]
+    runs = PrefixRuns(ModelUnderStudy(model, adapter), train, sites, config.eval_batch_size)
+    return lambda rows, cf, mask: runs.loss(rows, heads, cf, mask, config.sparsity)
+
+
+def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, full_pass):
     """Adam on the mask, clamped to [0, 1] after each step; validates the rounded mask on schedule."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
     cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
     cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
+    loss_of = _loss_function(model, adapter, heads, group, train, config, full_pass)
     mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
     optimizer = torch.optim.Adam([mask], lr=config.learning_rate)
     steps, moved = list(_schedule(config)), False
     with frozen(model), torch.enable_grad():
         for step, rows, due in tqdm(steps, desc="dcm", unit="step", disable=not progress, leave=False):
-            batch, cf = train.select(rows), cf_train[rows]  # cf: [batch, head, d]
-            loss = training_step(model, adapter, heads, group, batch, cf, mask, config)
+            loss = loss_of(rows, cf_train[rows], mask)  # cf: [batch, head, d]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -324,18 +342,23 @@ def train_mask(
     data: DCMData,
     config: DCMConfig = DCMConfig(),
     progress: bool = False,
+    _full_pass: bool = False,
 ) -> DCMResult:
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
-    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result.
+    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. For the groups
+    in `PREFIX_GROUPS`, training and validation recompute only the tokens from the group's site on
+    (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
+    `benchmarks/dcm_speed.py` compare with.
     """
+    _full_pass = _full_pass or group not in PREFIX_GROUPS
     heads = group_heads(circuit, group)
     check_sizes(data, config)
     train = data.train.select(slice(0, config.n_train))
     validation = data.validation.select(slice(0, config.n_validation))
     test = data.test.select(slice(0, config.n_test))
-    validate = _Validator(model, adapter, heads, group, validation, config.eval_batch_size)
-    searched = not _train(model, adapter, heads, group, train, validate, config, progress)
+    validate = _Validator(model, adapter, heads, group, validation, config.eval_batch_size, _full_pass)
+    searched = not _train(model, adapter, heads, group, train, validate, config, progress, _full_pass)
     if searched:
         search_rounded(heads, validate, validate.history[-1].step)
     best, best_mask = validate.best

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from benchmark.models.adapter import ArchitectureAdapter
 from benchmark.models.identity import ModelRecord
@@ -33,10 +34,13 @@ class ModelUnderStudy:
     record: ModelRecord | None = None  # identity, when loaded by `benchmark.models.load_model`
     spec: ModelSpec | None = None  # what it was loaded from, likewise
     _cache_keyword: str = field(init=False, repr=False, compare=False)
+    _last_logits: dict = field(init=False, repr=False, compare=False)  # asks for the last position's only
 
     def __post_init__(self) -> None:
         parameters = inspect.signature(self.model.forward).parameters
         object.__setattr__(self, "_cache_keyword", "cache" if "cache" in parameters else "past_key_values")
+        last = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        object.__setattr__(self, "_last_logits", last)
 
     @classmethod
     def of(cls, model: torch.nn.Module, tokenizer=None) -> ModelUnderStudy:
@@ -54,13 +58,27 @@ class ModelUnderStudy:
         return model_device(self.model)
 
     def prefill(self, input_ids: torch.Tensor):
-        """Run `input_ids` [batch, pos] and return the key-value cache (transformers' old or new name)."""
-        output = self.model(input_ids, use_cache=True)
+        """Run `input_ids` [batch, pos] and return the key-value cache (transformers' old or new name); the
+        logits are not needed, so only the last position's are computed where the model allows it."""
+        output = self.model(input_ids, use_cache=True, **self._last_logits)
         return getattr(output, "cache", None) or output.past_key_values
 
-    def extend(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
-        """Logits [batch, pos, vocab] of `input_ids` continuing after `cache` (which grows by them)."""
-        return self.model(input_ids, **{self._cache_keyword: cache, "use_cache": True}).logits
+    def extend(self, input_ids: torch.Tensor, cache, last_only: bool = False) -> torch.Tensor:
+        """Logits [batch, pos, vocab] of `input_ids` continuing after `cache` (which grows by them); with
+        `last_only`, where the model allows it, [batch, 1, vocab] of the last position alone."""
+        keep = self._last_logits if last_only else {}
+        return self.model(input_ids, **{self._cache_keyword: cache, "use_cache": True}, **keep).logits
+
+    @staticmethod
+    def cache_entries(cache) -> list[tuple]:
+        """Per layer (keys [batch, kv_head, pos, d], values [batch, kv_head, pos, d], ...): the tensors of a
+        key-value cache, in the form `cache_of` (DynamicCache's `ddp_cache_data`) takes back."""
+        return [tuple(entry) for entry in cache]
+
+    @staticmethod
+    def cache_of(entries: list[tuple]):
+        """A fresh DynamicCache holding `entries` (from `cache_entries`, rows possibly selected)."""
+        return DynamicCache(ddp_cache_data=entries)
 
     @staticmethod
     def cached_values(cache, layer: int) -> torch.Tensor:

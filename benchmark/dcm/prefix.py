@@ -1,0 +1,122 @@
+"""DCM on a cached prefix: compute what the mask cannot change once, recompute only from the group's site on.
+
+A DCM mask edits the group's heads at one position per row (the group's site: the last token for value
+fetchers and position transmitters, the query label for position detectors, the query label's earlier
+occurrence for structure readers). Attention is causal, so every token before the earliest site of a set
+of rows, in every layer, is the same whatever the mask is. `PrefixRuns` runs that prefix once without
+gradients and keeps its key-value cache; each training step or validation then runs only the suffix (the
+tokens from the earliest site on) over the cached prefix, with gradients reaching the mask through the
+suffix alone. This is exact for every group, since each has exactly one site per row; where sites differ
+between rows (structure readers) the prefix ends at the earliest one, so later rows recompute a few tokens
+more than they need and the saving is smaller. The mask itself is the same site edit as the full pass
+(`mixing_edit`), a plain hook on the unmodified output projection.
+
+The cache is kept across calls (training epochs, every validated head set) while it fits `STORE_BYTES`;
+above that each call recomputes its rows' prefix, which still saves the backward pass through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from benchmark.accuracy import forward_last
+from benchmark.circuit import Head
+from benchmark.data import EncodedPairs
+from benchmark.hooks import edit_head_outputs
+from benchmark.models.study import ModelUnderStudy
+
+# Largest prefix cache (keys and values of all layers, all rows) kept across calls, in bytes.
+STORE_BYTES = 1 << 30
+
+
+def mixing_edit(heads: Sequence[Head], layers: Sequence[int], mask: torch.Tensor, cf: torch.Tensor):
+    """Site edit m * clean + (1 - m) * cf for the masked heads; cf is [batch, n, d] in `heads` order."""
+    slots = {layer: [i for i, (l_, _) in enumerate(heads) if l_ == layer] for layer in layers}
+    columns = {layer: [heads[i][1] for i in slots[layer]] for layer in layers}
+
+    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:  # sites [batch, 1, head, d]
+        layer = layers[index]
+        m = mask[slots[layer]].to(sites.dtype)[None, None, :, None]  # [1, 1, k, 1]
+        other = cf[:, None, slots[layer]].to(sites.device, sites.dtype)  # [batch, 1, k, d]
+        out = sites.clone()
+        out[:, :, columns[layer]] = m * sites[:, :, columns[layer]] + (1 - m) * other
+        return out
+
+    return edit
+
+
+def mask_loss(logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor, sparsity: float):
+    """-mean(target logit) + sparsity * sum(1 - m), from last-position logits [batch, vocab]."""
+    target = logits.float().gather(1, target_ids[:, None].to(logits.device))[:, 0]  # [batch]
+    return -target.mean() + sparsity * (1 - mask).sum()
+
+
+def _layers(heads: Sequence[Head]) -> list[int]:
+    return sorted({layer for layer, _ in heads})
+
+
+class PrefixRuns:
+    """The clean prompts of a split, cut at the earliest site of their rows: the prefix's key-value cache
+    (kept while it fits `STORE_BYTES`) and last-position logits of any rows under a site edit."""
+
+    def __init__(self, study: ModelUnderStudy, pairs: EncodedPairs, sites: torch.Tensor, batch_size: int):
+        self.study, self.pairs = study, pairs
+        self.input_ids = pairs.clean.input_ids  # [rows, pos]
+        self.start = int(sites.min())  # the first position an edit at the sites can change
+        self.sites = (sites - self.start)[:, None]  # [rows, 1] each row's site inside the suffix
+        self.entries = self._store(batch_size) if self.start > 0 else None
+
+    def _prefill(self, rows) -> list[tuple]:
+        """Keys and values of the prefix of `rows`: per layer (k, v[, window]), each [rows, kv, start, d]."""
+        with torch.no_grad():
+            cache = self.study.prefill(self.input_ids[rows, : self.start].to(self.study.device))
+        return self.study.cache_entries(cache)
+
+    def _store(self, batch_size: int) -> list[tuple] | None:
+        """The whole split's prefix cache, or None (recompute per call) when it would exceed STORE_BYTES."""
+        parts = []
+        for start in range(0, len(self.input_ids), batch_size):
+            parts.append(self._prefill(slice(start, start + batch_size)))
+            if len(parts) == 1:  # the first chunk tells the size per row
+                row_bytes = sum(k.nbytes + v.nbytes for k, v, *_ in parts[0]) / len(parts[0][0][0])
+                if row_bytes * len(self.input_ids) > STORE_BYTES:
+                    return None
+        joined = []
+        for chunks in zip(*parts, strict=True):  # one layer: every chunk's (k, v[, window])
+            keys, values = (torch.cat([chunk[i] for chunk in chunks]) for i in (0, 1))
+            joined.append((keys, values, *chunks[0][2:]))  # [rows, kv, start, d] each
+        return joined
+
+    def _cache(self, rows: torch.Tensor):
+        """A fresh cache of the prefix of `rows` [batch] (from the store, or computed now)."""
+        if self.entries is None:
+            return self.study.cache_of(self._prefill(rows))
+        picked = [(k[rows.to(k.device)], v[rows.to(v.device)], *rest) for k, v, *rest in self.entries]
+        return self.study.cache_of(picked)  # per layer [batch, kv, start, d], each on its layer's device
+
+    def logits(self, rows: torch.Tensor, edit, layers: Sequence[int]) -> torch.Tensor:
+        """Last-position logits [batch, vocab] of `rows` [batch] with `edit` at their sites in `layers`."""
+        ids = self.input_ids[rows].to(self.study.device)  # [batch, pos]
+        cache = self._cache(rows) if self.start > 0 else None  # before the hooks: the prefix is unedited
+        with edit_head_outputs(self.study.adapter, edit, self.sites[rows], layers):
+            if cache is None:  # the site is the first token: nothing to cache
+                return forward_last(self.study.model, ids)
+            return self.study.extend(ids[:, self.start :], cache, last_only=True)[:, -1]
+
+    def loss(self, rows: torch.Tensor, heads, cf: torch.Tensor, mask: torch.Tensor, sparsity: float):
+        """The DCM loss of `rows` [batch] with cf [batch, head, d] mixed in by `mask` [head] (with grad)."""
+        logits = self.logits(rows, mixing_edit(heads, _layers(heads), mask, cf), _layers(heads))
+        return mask_loss(logits, self.pairs.target_ids[rows], mask, sparsity)
+
+    @torch.inference_mode()
+    def accuracy(self, heads: Sequence[Head], cf: torch.Tensor, batch_size: int) -> float:
+        """Share of rows whose argmax is the target with `heads` replaced by cf [rows, len(heads), d]."""
+        zeros = torch.zeros(len(heads), device=self.study.device)  # m = 0: the counterfactual value
+        correct = 0
+        for rows in torch.arange(len(self.input_ids)).split(batch_size):
+            edit = mixing_edit(heads, _layers(heads), zeros, cf[rows])
+            predicted = self.logits(rows, edit, _layers(heads)).argmax(-1).cpu()
+            correct += int((predicted == self.pairs.target_ids[rows]).sum())
+        return correct / len(self.input_ids)
