@@ -392,3 +392,18 @@ def test_a_corrupt_finetuned_adapter_stops_score_before_any_stage(tiny, lora, tm
     error = capsys.readouterr().err
     assert "fine-tuned adapter 1 of 1" in error and error.count("\n") == 1 and "Traceback" not in error
     assert not list(run_dir.glob("stages/*"))
+
+
+def test_a_model_without_decoder_blocks_where_its_architecture_keeps_them_is_one_line(tiny):
+    """As a multimodal checkpoint (Gemma-3's `Gemma3Model`, blocks under `language_model`) loaded whole."""
+    from benchmark.models import ArchitectureAdapter, UnsupportedArchitectureError
+    from benchmark.models.loading import load_model
+
+    model = load_model(ModelSpec(str(tiny))).model
+    model.model.language_model = model.model.layers
+    del model.model.layers
+    with pytest.raises(UnsupportedArchitectureError) as raised:
+        ArchitectureAdapter(model)
+    message = str(raised.value)
+    assert "\n" not in message and "has no decoder blocks at 'model.layers'" in message
+    assert "load the causal language model (for a multimodal checkpoint, its text model)" in message
