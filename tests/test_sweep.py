@@ -88,7 +88,7 @@ def _states(path: Path) -> dict[str, State]:
 
 def _without_run_blocks(path: Path) -> dict:
     data = json.loads(path.read_text())
-    return {key: value for key, value in data.items() if key not in ("timing", "hardware")}
+    return {key: value for key, value in data.items() if key not in ("timing", "hardware", "digest")}
 
 
 @pytest.mark.slow
