@@ -24,7 +24,14 @@ from benchmark.hooks import head_output_means, mean_ablate
 from benchmark.kinds import defined
 from benchmark.models import HeadShape, ModelUnderStudy
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
-from benchmark.records import Curve, CurvePoint, FaithfulnessScore, ModelFaithfulness, RandomBaseline
+from benchmark.records import (
+    Curve,
+    CurvePoint,
+    FaithfulnessScore,
+    ModelFaithfulness,
+    RandomBaseline,
+    curve_area,
+)
 from benchmark.settings import CURVE_FRACTIONS, FaithfulnessConfig
 
 # Components a run leaves at their own value, for a batch of rows: [batch|1, pos|1, layer, head] bool,
@@ -116,10 +123,8 @@ class FaithfulnessCurve:
     def area(self) -> float:
         """Trapezoid area over the points' fractions (in [0, 1]); spans [first fraction, last fraction].
         NaN when a point's faithfulness is undefined or there are no points."""
-        if not self.points or any(point.faithfulness is None for point in self.points):
-            return math.nan
-        pairs = list(zip(self.points, self.points[1:], strict=False))
-        return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+        area = curve_area(self.points)
+        return math.nan if area is None else area
 
     def record(self) -> Curve:
         return Curve(self.points, defined(self.area))

@@ -177,6 +177,15 @@ class CurvePoint:
     faithfulness: NonNegative | None
 
 
+def curve_area(points: tuple[CurvePoint, ...]) -> float | None:
+    """Trapezoid area of faithfulness over the points' fractions (spans first to last fraction); None when
+    there are no points or a point's faithfulness is undefined. The one definition of a curve's area."""
+    if not points or any(point.faithfulness is None for point in points):
+        return None
+    pairs = zip(points, points[1:], strict=False)
+    return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+
+
 @dataclass(frozen=True)
 class Curve:
     """Faithfulness over circuit size, and its trapezoid area over the fractions."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ def canonical_text(result: Result) -> str:
     """The canonical JSON of a result as a file of its schema version holds it."""
     if result.suite.schema_version != "1":
         return to_json(result)
-    return json.dumps(downgrade(to_plain(result)), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    return to_json(downgrade(to_plain(result)))
 
 
 def canonical_name(result: Result) -> str:

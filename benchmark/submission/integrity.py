@@ -16,14 +16,13 @@ it re-runs the pair from what the file records.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import statistics
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
 
 from benchmark.circuit import head_iou
-from benchmark.records import CMAP, Accuracy, Curve, FaithfulnessScore, Result
+from benchmark.records import CMAP, Accuracy, Curve, FaithfulnessScore, Result, curve_area
 from benchmark.settings import PRESETS, ScoreSettings, preset_settings
 from benchmark.submission.checks import Problem, regenerated_split
 from benchmark.submission.codec import to_json
@@ -45,7 +44,7 @@ def seal(result: Result) -> Result:
 def reseal(plain: dict) -> dict:
     """A parsed result file with its digest recomputed (what `seal` does, on plain JSON values): the
     digest is the SHA-256 of `json.dumps({**plain, "digest": None}, sort_keys=True, indent=2) + "\n"`."""
-    text = json.dumps({**plain, "digest": None}, sort_keys=True, indent=2, allow_nan=False) + "\n"
+    text = to_json({**plain, "digest": None})
     return {**plain, "digest": hashlib.sha256(text.encode("ascii")).hexdigest()}
 
 
@@ -184,11 +183,7 @@ def _check_curve(curve: Curve, full: float, path: str) -> Iterator[Problem]:
             yield _mismatch(
                 f"{path}.points[{i}].faithfulness", point.faithfulness, expected, "accuracy / full"
             )
-    values = [point.faithfulness for point in curve.points]
-    area = None
-    if values and None not in values:
-        pairs = zip(curve.points, curve.points[1:], strict=False)
-        area = sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+    area = curve_area(curve.points)
     if not _close(curve.area, area):
         yield _mismatch(f"{path}.area", curve.area, area, "the trapezoid over its points")
 

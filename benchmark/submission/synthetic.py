@@ -175,10 +175,7 @@ def _model_faithfulness(rng: random.Random, full: float, settings: c.ScoreSettin
         level = min(full, level + _share(rng, n, 0.2, 0.5))
         k = max(1, round(fraction * 16))
         points.append(r.CurvePoint(fraction, k, level, level / full))
-    area = sum(
-        (b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2
-        for a, b in zip(points, points[1:], strict=False)
-    )
+    area = r.curve_area(tuple(points))
     return r.ModelFaithfulness(
         _score(rng, full, n), r.RandomBaseline(mean, std, draws, 0), r.Curve(tuple(points), area)
     )
