@@ -98,6 +98,13 @@ def add_score_parser(commands) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage (default 0)")
     parser.add_argument(
+        "--ablation",
+        choices=("mean", "resample", "both"),
+        default="both",
+        help="what an ablated head outputs in faithfulness runs: its mean over the reference set, its value "
+        "on a paired reference prompt, or both side by side (default; one alone makes the preset custom)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=size(MAX_BATCH_SIZE),
         default=None,
@@ -172,7 +179,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError(f"--device {device}: this machine has no CUDA device; use --device cpu")
     if args.boxes is not None:
         check_boxes(args.boxes)  # before any model loads
-    settings = preset_settings(args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size)
+    only = {} if args.ablation == "both" else {"faithfulness": {"ablations": (args.ablation,)}}
+    settings = preset_settings(
+        args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size, **only
+    )
     base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)
     print(summary(scored.result, scored.path.name))

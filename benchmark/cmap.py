@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import score_accuracy
+from benchmark.accuracy import AccuracyResult, score_accuracy
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head, Site
 from benchmark.data import (
     EncodedPrompts,
@@ -26,7 +26,7 @@ from benchmark.data import (
 )
 from benchmark.dcm.overlap import resolve_groups
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
-from benchmark.kinds import defined
+from benchmark.kinds import defined, outcome_text
 from benchmark.models import (
     ArchitectureAdapter,
     ModelPair,
@@ -37,7 +37,7 @@ from benchmark.models import (
 )
 from benchmark.models.loading import load_tokenizer
 from benchmark.models.pairs import config_differences
-from benchmark.records import CMAP, CMAPEntry
+from benchmark.records import CMAP, CMAPEntry, cmap_gain
 from benchmark.settings import CMAPConfig
 
 CIRCUIT = "circuit"  # the name of the whole-circuit entry
@@ -52,9 +52,11 @@ class CMAPPatch:
     acc_patched: float
     change: float  # acc_patched - acc_base
     gain: float | None  # share of the gap closed; None when the gap is under min_gap
+    correct: tuple[bool, ...] = ()  # each prompt's decision in the patched run
 
     def record(self) -> CMAPEntry:
-        return CMAPEntry(self.heads, self.acc_patched, self.change, defined(self.gain))
+        outcomes = outcome_text(self.correct) or None
+        return CMAPEntry(self.heads, self.acc_patched, self.change, defined(self.gain), outcomes)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class CMAPResult:
     groups: tuple[CMAPPatch, ...]
     circuit: CMAPPatch
     skipped_groups: tuple[Group, ...]  # groups of the circuit with no heads
+    base_correct: tuple[bool, ...] = ()  # each prompt's decision in the unpatched base model
+    finetuned_correct: tuple[bool, ...] = ()
 
     def entry(self, name: Group | str) -> CMAPPatch:
         """The entry of a group, or of the whole circuit ("circuit")."""
@@ -91,6 +95,8 @@ class CMAPResult:
             self.gain_defined,
             self.circuit.record(),
             groups,
+            outcome_text(self.base_correct) or None,
+            outcome_text(self.finetuned_correct) or None,
         )
 
 
@@ -110,10 +116,7 @@ def cmap_prompts(tokenizer, config: CMAPConfig | None = None, split: Split | Non
     return encode_examples(tokenizer, split.examples[: config.n_prompts])
 
 
-def gain(acc_patched: float, acc_base: float, acc_finetuned: float, min_gap: float) -> float | None:
-    """Share of the accuracy gap the patch closes; None when |acc_ft - acc_base| < min_gap."""
-    gap = acc_finetuned - acc_base
-    return None if abs(gap) < min_gap else (acc_patched - acc_base) / gap + 0.0  # + 0.0: no -0.0
+gain = cmap_gain  # the definition lives with the records (the bootstrap recomputes it)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _check_same(finetuned: dict[str, object], base: dict[str, object]) -> None:
 class _FinetunedRun:
     """What CMAP keeps of the fine-tuned model once it is released."""
 
-    accuracy: float
+    accuracy: AccuracyResult
     cache: HeadCache
     signature: dict[str, object]
 
@@ -172,7 +175,7 @@ def _finetuned_run(study: ModelUnderStudy, circuit, groups, prompts, config, pro
     model, adapter = study.model, study.adapter
     layout = _layout(circuit, groups, adapter)
     positions = sites_positions(layout.sites, prompts)  # [rows, site]
-    accuracy = score_accuracy(model, prompts, config.batch_size).accuracy
+    accuracy = score_accuracy(model, prompts, config.batch_size)
     cache = capture_heads(
         model, adapter, prompts.input_ids, positions, layout.mask, config.batch_size, progress
     )
@@ -185,9 +188,9 @@ def _base_run(study: ModelUnderStudy, finetuned: _FinetunedRun, layout: _Layout,
     _check_same(finetuned.signature, _signature(study))
     positions = sites_positions(layout.sites, prompts)
 
-    def accuracy(cache: HeadCache | None) -> float:
+    def accuracy(cache: HeadCache | None) -> AccuracyResult:
         run = None if cache is None else patch_from_cache(adapter, cache, positions, prompts.input_ids)
-        return score_accuracy(model, prompts, config.batch_size, intervention=run).accuracy
+        return score_accuracy(model, prompts, config.batch_size, intervention=run)
 
     acc_base = accuracy(None)
     named = [(g.value, finetuned.cache.subset(m)) for g, m in layout.group_masks.items()]
@@ -218,20 +221,26 @@ def run_cmap(
     with base() as study:
         acc_base, patched = _base_run(study, ft, layout, prompts, config, progress)
 
+    base_acc, ft_acc = acc_base.accuracy, ft.accuracy.accuracy
+
     def entry(name: str, heads: tuple[Head, ...]) -> CMAPPatch:
-        acc = patched[name]
-        return CMAPPatch(name, heads, acc, acc - acc_base, gain(acc, acc_base, ft.accuracy, config.min_gap))
+        acc, correct = patched[name].accuracy, patched[name].correct
+        return CMAPPatch(
+            name, heads, acc, acc - base_acc, gain(acc, base_acc, ft_acc, config.min_gap), correct
+        )
 
     return CMAPResult(
         config=config,
         n_prompts=len(prompts),
-        acc_base=acc_base,
-        acc_finetuned=ft.accuracy,
-        gap=ft.accuracy - acc_base,
-        gain_defined=abs(ft.accuracy - acc_base) >= config.min_gap,
+        acc_base=base_acc,
+        acc_finetuned=ft_acc,
+        gap=ft_acc - base_acc,
+        gain_defined=abs(ft_acc - base_acc) >= config.min_gap,
         groups=tuple(entry(g.value, circuit.heads(g)) for g in chosen),
         circuit=entry(CIRCUIT, tuple(dict.fromkeys(h for g in chosen for h in circuit.heads(g)))),
         skipped_groups=skipped,
+        base_correct=acc_base.correct,
+        finetuned_correct=ft.accuracy.correct,
     )
 
 

@@ -1,8 +1,11 @@
-"""Faithfulness of a circuit (SPEC section 5): accuracy with all else mean-ablated, over full accuracy.
+"""Faithfulness of a circuit (SPEC section 5): accuracy with all else ablated, over full accuracy; and
+normalized faithfulness f of the logit difference, (m(circuit) - m(empty)) / (m(full) - m(empty)).
 
-Also the random-circuit baseline (same group sizes, seeded draws), the curve of faithfulness over circuit size
-(top-k heads of the path-patching ranking) with its area, and cross-model evaluation (one model's circuit
-run inside another model, with that model's own means). No file I/O: tensors and dataclasses in and out.
+Every run takes an ablation (`benchmark.ablation`: mean, or resample; a bare means tensor is mean
+ablation). Also the random-circuit baseline (same group sizes, seeded draws), the curve over circuit size
+(top-k heads of the path-patching ranking) with its areas (accuracy ratio; CPR and CMD of f), and
+cross-model evaluation (one model's circuit run inside another model, with that model's own ablation
+values). No file I/O: tensors and dataclasses in and out.
 """
 
 from __future__ import annotations
@@ -10,18 +13,19 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.ablation import MEAN, AblationSource, KeepFn, RunScores, ablated_run, check_source, score_run
 from benchmark.accuracy import Intervention, score_accuracy
 from benchmark.circuit import GROUPS, Circuit, Group, Head
-from benchmark.circuit_run import circuit_intervention
+from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prompts
-from benchmark.hooks import head_output_means, mean_ablate
-from benchmark.kinds import defined
+from benchmark.hooks import head_output_means
+from benchmark.kinds import defined, outcome_text
 from benchmark.models import HeadShape, ModelUnderStudy
 from benchmark.path_patching.discovery import DiscoveryResult, StageResult
 from benchmark.records import (
@@ -30,13 +34,23 @@ from benchmark.records import (
     FaithfulnessScore,
     ModelFaithfulness,
     RandomBaseline,
+    cmd_value,
+    cpr_value,
     curve_area,
+    normalized_faithfulness,
 )
 from benchmark.settings import CURVE_FRACTIONS, FaithfulnessConfig
 
-# Components a run leaves at their own value, for a batch of rows: [batch|1, pos|1, layer, head] bool,
-# or None for none (the fully mean-ablated model).
-KeepFn = Callable[[EncodedPrompts], torch.Tensor | None]
+Source = AblationSource | torch.Tensor  # a bare tensor: the means of mean ablation
+
+
+@dataclass(frozen=True)
+class Ends:
+    """The two runs normalized faithfulness is measured between: the unmodified model and every head
+    ablated, on the same prompts under the same ablation."""
+
+    full: RunScores
+    empty: RunScores
 
 
 @dataclass(frozen=True)
@@ -48,18 +62,25 @@ class FaithfulnessResult:
     faithfulness: float  # circuit / full; NaN when full accuracy is 0 (see undefined_because)
     n_prompts: int
     undefined_because: str | None = None
+    run: RunScores | None = None  # each prompt's decision and logit difference in the circuit run
+    normalized: float | None = None  # f; None without the ends or when they agree
 
     @property
     def defined(self) -> bool:
         return self.undefined_because is None
 
     def record(self) -> FaithfulnessScore:
+        run = self.run
         return FaithfulnessScore(
             self.full_accuracy,
             self.circuit_accuracy,
             defined(self.faithfulness),
             self.n_prompts,
             self.undefined_because,
+            outcome_text(run.correct) if run else None,
+            run.logit_diffs if run else None,
+            run.mean_logit_diff if run else None,
+            defined(self.normalized),
         )
 
 
@@ -99,7 +120,10 @@ class RandomCircuits:
 
     def record(self) -> RandomBaseline:
         draws = tuple(defined(f) for f in self.faithfulness)
-        return RandomBaseline(defined(self.mean), defined(self.std), draws, self.seed)
+        normalized = tuple(defined(result.normalized) for result in self.results)
+        known = [f for f in normalized if f is not None]
+        mean = statistics.fmean(known) if known and len(known) == len(normalized) else None
+        return RandomBaseline(defined(self.mean), defined(self.std), draws, self.seed, normalized, mean)
 
 
 @dataclass(frozen=True)
@@ -127,20 +151,26 @@ class FaithfulnessCurve:
         return math.nan if area is None else area
 
     def record(self) -> Curve:
-        return Curve(self.points, defined(self.area))
+        points = self.points
+        return Curve(points, defined(self.area), curve_area(points, cpr_value), curve_area(points, cmd_value))
 
 
 @dataclass(frozen=True)
 class FaithfulnessReport:
-    """Everything SPEC section 5 reports for one model and one circuit."""
+    """Everything SPEC section 5 reports for one model and one circuit, under one ablation."""
 
     config: FaithfulnessConfig
     circuit: FaithfulnessResult
     random: RandomCircuits
     curve: FaithfulnessCurve
+    ablation: str = MEAN
+    ends: Ends | None = None
 
     def record(self) -> ModelFaithfulness:
-        return ModelFaithfulness(self.circuit.record(), self.random.record(), self.curve.record())
+        full, empty = (self.ends.full.logit_diffs, self.ends.empty.logit_diffs) if self.ends else (None, None)
+        return ModelFaithfulness(
+            self.circuit.record(), self.random.record(), self.curve.record(), full, empty
+        )
 
 
 def reference_input_ids(tokenizer, split: Split, seed: int = 0) -> torch.Tensor:
@@ -155,12 +185,20 @@ def ablation_means(study: ModelUnderStudy, split: Split, seed: int = 0, batch_si
     return head_output_means(study.model, study.adapter, ids, batch_size)
 
 
-def _check_means(means: torch.Tensor, shape: HeadShape, encoded: EncodedPrompts) -> None:
+def as_source(source: Source) -> AblationSource:
+    """An ablation source; a bare tensor is the means of mean ablation."""
+    return source if isinstance(source, AblationSource) else AblationSource(MEAN, source)
+
+
+def _check_source(source: AblationSource, shape: HeadShape, encoded: EncodedPrompts) -> None:
+    check_source(source, encoded)
+    if source.means is None:
+        return
     expected = (encoded.input_ids.shape[1], shape.n_layers, shape.n_heads, shape.head_dim)
-    if tuple(means.shape) != expected:
+    if tuple(source.means.shape) != expected:
         raise ValueError(
-            f"means have shape {tuple(means.shape)}, expected [pos, layer, head, d] = {expected}: take them "
-            "from the evaluated model on reference prompts of the prompts' length (ablation_means)"
+            f"means have shape {tuple(source.means.shape)}, expected [pos, layer, head, d] = {expected}: "
+            "take them from the evaluated model on reference prompts of the prompts' length (ablation_means)"
         )
 
 
@@ -188,44 +226,59 @@ def intervention_faithfulness(
     intervention: Intervention,
     batch_size: int = 32,
     full_accuracy: float | None = None,
+    ends: Ends | None = None,
 ) -> FaithfulnessResult:
-    """Faithfulness of any per-batch intervention; `full_accuracy` skips re-scoring the unmodified model."""
+    """Faithfulness of any per-batch intervention; `full_accuracy` skips re-scoring the unmodified model,
+    and with `ends` (the full and empty runs of the same ablation) f is measured too."""
     if full_accuracy is None:
-        full_accuracy = score_accuracy(model, encoded, batch_size).accuracy
-    run = score_accuracy(model, encoded, batch_size, intervention=intervention).accuracy
-    return faithfulness_ratio(full_accuracy, run, len(encoded))
+        full_accuracy = ends.full.accuracy if ends else score_accuracy(model, encoded, batch_size).accuracy
+    run = score_run(model, encoded, batch_size, intervention)
+    result = replace(faithfulness_ratio(full_accuracy, run.accuracy, len(encoded)), run=run)
+    if ends is None:
+        return result
+    f = normalized_faithfulness(run.mean_logit_diff, ends.empty.mean_logit_diff, ends.full.mean_logit_diff)
+    return replace(result, normalized=f)
 
 
 def mask_faithfulness(
     study: ModelUnderStudy,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    source: Source,
     keep: KeepFn,
     batch_size: int = 32,
     full_accuracy: float | None = None,
+    ends: Ends | None = None,
 ) -> FaithfulnessResult:
-    """Faithfulness with every component mean-ablated (`means` [pos, layer, head, d]) except where `keep`."""
-    _check_means(means, study.adapter.shape, encoded)
-
-    def intervene(rows: EncodedPrompts):
-        return mean_ablate(study.adapter, means, keep=keep(rows))
-
-    return intervention_faithfulness(study.model, encoded, intervene, batch_size, full_accuracy)
+    """Faithfulness with every component ablated (mean or resample, `source`) except where `keep`."""
+    source = as_source(source)
+    _check_source(source, study.adapter.shape, encoded)
+    run = ablated_run(study, source, keep)
+    return intervention_faithfulness(study.model, encoded, run, batch_size, full_accuracy, ends)
 
 
 def faithfulness(
     study: ModelUnderStudy,
     circuit: Circuit,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    means: Source,
     batch_size: int = 32,
     full_accuracy: float | None = None,
+    ends: Ends | None = None,
 ) -> FaithfulnessResult:
-    """SPEC 5 circuit run: keep each group's heads at its position, mean-ablate every other component."""
-    _check_means(means, study.adapter.shape, encoded)
+    """SPEC 5 circuit run: keep each group's heads at its position, ablate every other component."""
     _check_circuit(circuit, study.adapter.shape)
-    run = circuit_intervention(study.adapter, circuit, means)
-    return intervention_faithfulness(study.model, encoded, run, batch_size, full_accuracy)
+    shape = study.adapter.shape
+    keep = lambda rows: keep_mask(circuit, rows, shape.n_layers, shape.n_heads)  # noqa: E731
+    return mask_faithfulness(study, encoded, means, keep, batch_size, full_accuracy, ends)
+
+
+def run_ends(study: ModelUnderStudy, encoded: EncodedPrompts, source: Source, batch_size: int = 32) -> Ends:
+    """The unmodified model's run and the run with every head ablated under `source`."""
+    source = as_source(source)
+    _check_source(source, study.adapter.shape, encoded)
+    full = score_run(study.model, encoded, batch_size)
+    empty = score_run(study.model, encoded, batch_size, ablated_run(study, source, lambda rows: None))
+    return Ends(full, empty)
 
 
 def cross_model_faithfulness(
@@ -234,11 +287,13 @@ def cross_model_faithfulness(
     evaluated_model: str,
     study: ModelUnderStudy,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    means: Source,
     batch_size: int = 32,
+    ends: Ends | None = None,
 ) -> CrossModelFaithfulness:
-    """`circuit_model`'s circuit run inside `study` (named `evaluated_model`); `means` must be its own."""
-    result = faithfulness(study, circuit, encoded, means, batch_size)
+    """`circuit_model`'s circuit run inside `study` (named `evaluated_model`); `means` and `ends` must be
+    its own."""
+    result = faithfulness(study, circuit, encoded, means, batch_size, ends=ends)
     return CrossModelFaithfulness(circuit_model, evaluated_model, result)
 
 
@@ -258,12 +313,13 @@ def random_circuit_baseline(
     study: ModelUnderStudy,
     circuit: Circuit,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    means: Source,
     n_draws: int = 10,
     seed: int = 0,
     batch_size: int = 32,
     full_accuracy: float | None = None,
     progress: bool = True,
+    ends: Ends | None = None,
 ) -> RandomCircuits:
     """Faithfulness of `n_draws` random circuits with `circuit`'s group sizes (draw i seeded by (seed, i))."""
     if full_accuracy is None:
@@ -274,7 +330,7 @@ def random_circuit_baseline(
         for i in range(n_draws)
     )
     results = tuple(
-        faithfulness(study, draw, encoded, means, batch_size, full_accuracy)
+        faithfulness(study, draw, encoded, means, batch_size, full_accuracy, ends)
         for draw in tqdm(draws, desc="random circuits", disable=not progress)
     )
     return RandomCircuits(sizes, seed, draws, results)
@@ -319,11 +375,12 @@ def faithfulness_curve(
     study: ModelUnderStudy,
     discovery: DiscoveryResult,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    means: Source,
     fractions: Sequence[float] = CURVE_FRACTIONS,
     batch_size: int = 32,
     full_accuracy: float | None = None,
     progress: bool = True,
+    ends: Ends | None = None,
 ) -> FaithfulnessCurve:
     """Faithfulness of the top-k circuit of the path-patching ranking for each fraction (sorted) of heads."""
     if full_accuracy is None:
@@ -337,9 +394,10 @@ def faithfulness_curve(
         k = curve_k(fraction, len(ranking))
         if k not in evaluated:
             circuit = top_k_circuit(ranking, k)
-            evaluated[k] = faithfulness(study, circuit, encoded, means, batch_size, full_accuracy)
-        result = evaluated[k]
-        points.append(CurvePoint(fraction, k, result.circuit_accuracy, defined(result.faithfulness)))
+            evaluated[k] = faithfulness(study, circuit, encoded, means, batch_size, full_accuracy, ends)
+        r = evaluated[k]
+        ratio, f = defined(r.faithfulness), defined(r.normalized)
+        points.append(CurvePoint(fraction, k, r.circuit_accuracy, ratio, f))
     return FaithfulnessCurve(full_accuracy, ranking, tuple(points))
 
 
@@ -347,20 +405,22 @@ def evaluate_faithfulness(
     study: ModelUnderStudy,
     discovery: DiscoveryResult,
     encoded: EncodedPrompts,
-    means: torch.Tensor,
+    means: Source,
     config: FaithfulnessConfig = FaithfulnessConfig(),
     circuit: Circuit | None = None,
     progress: bool = True,
     full_accuracy: float | None = None,
 ) -> FaithfulnessReport:
-    """Faithfulness of one model: `circuit` (default: the discovered one), its random baseline and the
-    curve. `full_accuracy`: the unmodified model's accuracy on `encoded` when already measured."""
+    """Faithfulness of one model under one ablation: `circuit` (default: the discovered one), its random
+    baseline and the curve, each with f between the model's full and empty runs. `full_accuracy`: the
+    unmodified model's accuracy on `encoded` when already measured (it must equal the full run's)."""
     circuit = discovery.circuit if circuit is None else circuit
-    full = full_accuracy
-    if full is None:
-        full = score_accuracy(study.model, encoded, config.batch_size).accuracy
-    own = faithfulness(study, circuit, encoded, means, config.batch_size, full)
-    shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress)
-    baseline = random_circuit_baseline(study, circuit, encoded, means, config.n_random, config.seed, **shared)
-    curve = faithfulness_curve(study, discovery, encoded, means, config.curve_fractions, **shared)
-    return FaithfulnessReport(config, own, baseline, curve)
+    source = as_source(means)
+    ends = run_ends(study, encoded, source, config.batch_size)
+    full = ends.full.accuracy if full_accuracy is None else full_accuracy
+    own = faithfulness(study, circuit, encoded, source, config.batch_size, full, ends)
+    shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress, ends=ends)
+    draws, seed = config.n_random, config.seed
+    baseline = random_circuit_baseline(study, circuit, encoded, source, draws, seed, **shared)
+    curve = faithfulness_curve(study, discovery, encoded, source, config.curve_fractions, **shared)
+    return FaithfulnessReport(config, own, baseline, curve, source.name, ends)

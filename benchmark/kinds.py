@@ -48,3 +48,8 @@ LayerHeadMatrix = Annotated[tuple[tuple[float, ...], ...], Marker.LAYER_HEAD_MAT
 def defined(value: float | None) -> float | None:
     """A number as a record holds it: None when undefined (None or NaN), else a plain float."""
     return None if value is None or value != value else float(value)
+
+
+def outcome_text(correct) -> str:
+    """Per-prompt decisions as an `Outcomes` string: "1" for a right answer, "0" for a wrong one."""
+    return "".join("1" if right else "0" for right in correct)

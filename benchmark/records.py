@@ -1,7 +1,7 @@
 """The records of a result file (one scored pair): each class is one JSON object, each field one key.
 
 Torch-free, below the methods: a method's result turns itself into its record (`.record()`), the result
-file is these records composed (`Result`), and the JSON Schema (`submission/schema-v2.json`) is generated
+file is these records composed (`Result`), and the JSON Schema (`submission/schema-v3.json`) is generated
 from them, with the settings (`benchmark.settings`), the vocabulary (`benchmark.data.words`) and the
 model identity (`benchmark.models.identity`) they contain. Value kinds: `benchmark.kinds`. A stage that
 did not run is null; numbers that are undefined (a gain with no gap, a ratio over a zero accuracy) are
@@ -136,6 +136,15 @@ class CircuitIoU:
 
 
 @dataclass(frozen=True)
+class NoiseFloor:
+    """A model's circuit found a second time, on validation prompts of other contexts (settings.floor_seed),
+    and its IoU with the first: how much a circuit moves when only the prompts change."""
+
+    groups: dict[Group, Heads]
+    iou: CircuitIoU  # against the model's circuit in `Circuits`
+
+
+@dataclass(frozen=True)
 class Circuits:
     """Both models' circuits, how much they share, and how grouped-query attention was handled."""
 
@@ -144,17 +153,26 @@ class Circuits:
     iou: CircuitIoU
     kv_group_size: Positive  # query heads per key-value head (1 without GQA)
     gqa_note: str  # e.g. "receivers' k/v patched per key-value group, group size 4"
+    base_floor: NoiseFloor | None = None  # null before metric v2, or with settings.floor_seed null
+    finetuned_floor: NoiseFloor | None = None
 
 
 @dataclass(frozen=True)
 class FaithfulnessScore:
-    """Accuracy of the circuit run over that of the full model; null when the full accuracy is 0."""
+    """Accuracy of the circuit run over that of the full model (null when the full accuracy is 0), and the
+    normalized faithfulness f of the logit difference (null when the full and empty runs agree)."""
 
     full_accuracy: Rate
     circuit_accuracy: Rate
     faithfulness: NonNegative | None
     n_prompts: Positive
     undefined_because: str | None
+    # Metric v2 (null before): each prompt's outcome and logit difference in the circuit run, their mean,
+    # and f = (m(circuit) - m(empty)) / (m(full) - m(empty)) with the model's full and empty runs.
+    outcomes: Outcomes | None = None
+    logit_diffs: tuple[float, ...] | None = None
+    logit_diff: float | None = None
+    normalized: float | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,8 @@ class RandomBaseline:
     std: NonNegative | None  # sample standard deviation; null with fewer than two draws
     draws: tuple[NonNegative | None, ...]
     seed: int
+    normalized_draws: tuple[float | None, ...] | None = None  # each draw's f (metric v2; null before)
+    normalized_mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,15 +195,41 @@ class CurvePoint:
     k: Positive
     accuracy: Rate
     faithfulness: NonNegative | None
+    normalized: float | None = None  # f of the logit difference (metric v2; null before)
 
 
-def curve_area(points: tuple[CurvePoint, ...]) -> float | None:
-    """Trapezoid area of faithfulness over the points' fractions (spans first to last fraction); None when
-    there are no points or a point's faithfulness is undefined. The one definition of a curve's area."""
-    if not points or any(point.faithfulness is None for point in points):
+def curve_area(points: tuple[CurvePoint, ...], value=lambda point: point.faithfulness) -> float | None:
+    """Trapezoid area of `value(point)` (default: the accuracy ratio) over the points' fractions (spans
+    first to last fraction); None when there are no points or a value is undefined. The one definition of
+    a curve's area: also CPR (the area of f) and CMD (the area of |1 - f|)."""
+    values = [value(point) for point in points]
+    if not points or any(v is None for v in values):
         return None
-    pairs = zip(points, points[1:], strict=False)
-    return sum((b.fraction - a.fraction) * (a.faithfulness + b.faithfulness) / 2 for a, b in pairs)
+    pairs = zip(zip(points, values, strict=True), zip(points[1:], values[1:], strict=True), strict=False)
+    return sum((b.fraction - a.fraction) * (va + vb) / 2 for (a, va), (b, vb) in pairs)
+
+
+def normalized_faithfulness(circuit: float, empty: float, full: float) -> float | None:
+    """f = (m(circuit) - m(empty)) / (m(full) - m(empty)) of mean logit differences: 1 for the unmodified
+    model, 0 for the fully ablated one; None when those two agree (nothing to normalize by). The one
+    definition, used by the method, the bootstrap and the integrity checks."""
+    return None if full == empty else (circuit - empty) / (full - empty)
+
+
+def cmap_gain(acc_patched: float, acc_base: float, acc_finetuned: float, min_gap: float) -> float | None:
+    """Share of the accuracy gap a CMAP patch closes; None when |acc_finetuned - acc_base| < min_gap."""
+    gap = acc_finetuned - acc_base
+    return None if abs(gap) < min_gap else (acc_patched - acc_base) / gap + 0.0  # + 0.0: no -0.0
+
+
+def cpr_value(point: CurvePoint) -> float | None:
+    """The curve value CPR integrates: f."""
+    return point.normalized
+
+
+def cmd_value(point: CurvePoint) -> float | None:
+    """The curve value CMD integrates: |1 - f|."""
+    return None if point.normalized is None else abs(1.0 - point.normalized)
 
 
 @dataclass(frozen=True)
@@ -192,6 +238,8 @@ class Curve:
 
     points: tuple[CurvePoint, ...]
     area: NonNegative | None
+    cpr: float | None = None  # area of f over the fractions (metric v2; null before)
+    cmd: NonNegative | None = None  # area of |1 - f|
 
 
 @dataclass(frozen=True)
@@ -201,15 +249,21 @@ class ModelFaithfulness:
     own: FaithfulnessScore
     random: RandomBaseline
     curve: Curve
+    # Metric v2 (null before): the logit difference of each prompt in the unmodified model and with every
+    # head ablated, the two ends f is measured between.
+    full_logit_diffs: tuple[float, ...] | None = None
+    empty_logit_diffs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Faithfulness:
-    """Faithfulness in each model, and the base circuit evaluated inside the fine-tuned model."""
+    """Faithfulness in each model, and the base circuit evaluated inside the fine-tuned model, under one
+    ablation (null before metric v2: mean ablation)."""
 
     base: ModelFaithfulness
     finetuned: ModelFaithfulness
     base_circuit_in_finetuned: FaithfulnessScore
+    ablation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +278,7 @@ class DCMMask:
     validation_accuracy: Rate
     test_accuracy: Rate
     n_test: Positive
+    test_outcomes: Outcomes | None = None  # each test pair with `heads` patched (metric v2; null before)
 
 
 @dataclass(frozen=True)
@@ -255,6 +310,7 @@ class CMAPEntry:
     acc_patched: Rate
     change: float  # acc_patched - acc_base
     gain: float | None  # share of the accuracy gap closed; null when gain_defined is false
+    outcomes: Outcomes | None = None  # each prompt in the patched run (metric v2; null before)
 
 
 @dataclass(frozen=True)
@@ -267,6 +323,21 @@ class CMAP:
     gain_defined: bool  # |acc_finetuned - acc_base| >= settings.cmap.min_gap
     circuit: CMAPEntry
     groups: dict[Group, CMAPEntry | None]  # null: the group has no heads
+    base_outcomes: Outcomes | None = None  # each prompt, unpatched (metric v2; null before)
+    finetuned_outcomes: Outcomes | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One reported number with its bootstrap interval (`settings.bootstrap`): `name` says which number
+    (see `benchmark.uncertainty`); null bounds when too few resamples define it."""
+
+    name: str
+    value: float | None
+    low: float | None
+    high: float | None
+    n: Positive  # prompts the number is measured on
+    n_contexts: Positive  # the independent units resampled
 
 
 @dataclass(frozen=True)
@@ -288,3 +359,7 @@ class Result:
     # SHA-256 of this file's canonical JSON with `digest` itself null (see `submission.integrity`); it
     # changes with any edit. Null in schema-1 files.
     digest: Sha256 | None
+    # Schema 3 (null before): faithfulness under the other ablations of settings.faithfulness.ablations
+    # (`faithfulness` holds the first), and every number's interval.
+    other_ablations: tuple[Faithfulness, ...] | None = None
+    uncertainty: tuple[Estimate, ...] | None = None

@@ -22,6 +22,11 @@ MAX_PROMPTS = 100_000
 MAX_BATCH_SIZE = 4096
 
 # The faithfulness curve's default circuit sizes, as shares of all heads (from 1% to 100%).
+# The named ablations: what an ablated head outputs instead of its own value. "mean": its mean over the
+# reference set at that position; "resample": its output on a counterfactual prompt (another context of
+# the same split, queried at another box), at the same position.
+ABLATIONS: tuple[str, ...] = ("mean", "resample")
+
 CURVE_FRACTIONS: tuple[float, ...] = (
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
 )  # fmt: skip
@@ -59,11 +64,30 @@ class FaithfulnessConfig:
     and the curve's circuit sizes."""
 
     n_prompts: Positive = 500  # evaluation prompts: the behaviour (test) split
-    n_reference: Positive = 500  # mean-ablation reference prompts (train split)
+    n_reference: Positive = 500  # reference set: distinct train contexts, one prompt each (metric v2)
     n_random: Count = 10  # random-circuit draws
     seed: int = 0  # seeds the random circuits and the reference set's letters
     curve_fractions: tuple[Rate, ...] = CURVE_FRACTIONS
     batch_size: Positive = 32
+    # The ablations every faithfulness number is reported under, each a name of `ABLATIONS`; the first one
+    # fills the result's `faithfulness` block. None in results before metric v2 (mean ablation only).
+    ablations: tuple[str, ...] | None = ("mean", "resample")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.ablations or ()) - set(ABLATIONS))
+        if unknown or self.ablations == ():
+            raise ValueError(f"unknown ablations {unknown or '(none)'}; choose from {list(ABLATIONS)}")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """Intervals: a seeded percentile bootstrap that resamples whole contexts (the n rows that query one
+    context's n boxes are not independent), the same resamples for every number of a result, so that a
+    difference of two numbers on the same prompts gets a paired interval."""
+
+    n_resamples: Positive = 1000
+    seed: int = 0
+    level: Rate = 0.95
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,11 @@ class ScoreSettings:
     faithfulness: FaithfulnessConfig = FaithfulnessConfig()
     dcm: DCMConfig = DCMConfig()
     cmap: CMAPConfig = CMAPConfig()
+    bootstrap: BootstrapConfig | None = BootstrapConfig()  # None in results before metric v2
+    # The noise floor: each circuit found a second time, with the discovery settings on validation prompts
+    # of this seed (other contexts, as many prompts), so that an overlap between two models can be read
+    # against a model's overlap with itself. None: no second discovery (and null before metric v2).
+    floor_seed: int | None = 1
 
     def __post_init__(self) -> None:
         if self.faithfulness.n_prompts != self.behaviour.n_prompts:
@@ -157,6 +186,7 @@ class ScoreSettings:
                 faithfulness=replace(s.faithfulness, seed=seed),
                 dcm=replace(s.dcm, seed=seed, data_seed=seed),
                 cmap=replace(s.cmap, seed=seed),
+                floor_seed=seed + 1,
             )
         if batch_size is not None:
             s = replace(

@@ -16,6 +16,7 @@ from benchmark.data import (
     build_pairs,
     generate_split,
     read_jsonl,
+    reference_prompts,
     render,
 )
 
@@ -170,3 +171,15 @@ def test_pairs_are_seeded(pair_split, desideratum):
     assert same
     assert other != build_pairs(pair_split, desideratum, seed=0)
     assert [p.clean for p in other] == list(pair_split.examples)
+
+
+def test_the_reference_set_has_one_prompt_per_distinct_context_with_a_letter_naming_no_box():
+    split = generate_split(7, "train", 70)
+    prompts = reference_prompts(split)
+    contexts = list(dict.fromkeys(example.context for example in split.examples))
+    assert len(prompts) == len(contexts) == 10
+    for prompt, context in zip(prompts, contexts, strict=True):
+        body, query = prompt.rsplit(". ", 1)
+        assert body == render(context, 0).text.rsplit(". ", 1)[0]  # each context once, in order
+        letter = query.split()[1]
+        assert letter not in context.labels

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from benchmark.ablation import MEAN, RESAMPLE, AblationSource, ResamplePrompts, logit_diff, resample_prompts
 from benchmark.accuracy import answer_probabilities, score_accuracy
 from benchmark.circuit import GROUPS, Circuit, Group
 from benchmark.circuit_run import keep_mask
@@ -29,6 +30,7 @@ from benchmark.faithfulness import (
     intervention_faithfulness,
     mask_faithfulness,
     random_circuit_baseline,
+    run_ends,
     top_k_circuit,
 )
 from benchmark.hooks import mean_ablate
@@ -109,7 +111,7 @@ def test_a_circuit_run_keeps_each_group_at_its_position_only(setup):
         ModelUnderStudy(model, adapter), CIRCUIT, encoded, means, batch_size=7, full_accuracy=accuracy
     )
     by_mask = mask_faithfulness(
-        ModelUnderStudy(model, adapter), encoded, means, lambda rows: keep_mask(CIRCUIT, rows, 3, 4)
+        ModelUnderStudy(model, adapter), encoded, means, lambda rows: keep_mask(CIRCUIT, rows, 3, 4), 7
     )
     everywhere = torch.zeros(1, 1, 3, 4, dtype=torch.bool)
     for layer, head in CIRCUIT.all_heads():
@@ -246,6 +248,62 @@ def test_evaluate_runs_circuit_baseline_and_curve_with_the_config(setup):
         ModelUnderStudy(model, adapter), discovery, encoded, means, config, CIRCUIT, progress=False
     )
     assert report.config == config and FaithfulnessConfig().n_random == 10
-    assert report.circuit == faithfulness(ModelUnderStudy(model, adapter), CIRCUIT, encoded, means)
+    study = ModelUnderStudy(model, adapter)
+    assert report.circuit == faithfulness(study, CIRCUIT, encoded, means, 16, ends=report.ends)
     assert len(report.random.draws) == 2 and [p.k for p in report.curve.points] == [6, 12]
     assert report.curve.full_accuracy == accuracy
+
+
+def _sources(setup):
+    """(mean source, resample source, the prompts each evaluates): resample pairs each prompt with another
+    prompt of the same layout (the rows rotated by one context)."""
+    model, adapter, encoded, means, _ = setup
+    reference = torch.roll(encoded.input_ids, shifts=3, dims=0)
+    resampled = resample_prompts(encoded, reference, seed=0)
+    return [(AblationSource(MEAN, means), encoded), (AblationSource(RESAMPLE), resampled)]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["mean", "resample"])
+def test_normalized_faithfulness_is_exactly_one_for_the_full_model_and_zero_for_the_empty_one(setup, which):
+    model, adapter, _, _, _ = setup
+    source, prompts = _sources(setup)[which]
+    study = ModelUnderStudy(model, adapter)
+    ends = run_ends(study, prompts, source)
+    assert ends.full.mean_logit_diff != ends.empty.mean_logit_diff
+    everything = torch.ones(1, 1, 3, 4, dtype=torch.bool)
+    full = mask_faithfulness(study, prompts, source, lambda rows: everything, ends=ends)
+    empty = mask_faithfulness(study, prompts, source, lambda rows: None, ends=ends)
+    assert full.normalized == 1.0 and empty.normalized == 0.0
+    assert full.run.logit_diffs == ends.full.logit_diffs and empty.run == ends.empty
+
+
+def test_resampling_each_prompt_from_itself_changes_nothing(setup):
+    """A self-patch: every head takes its own value, so the 'empty' run is the full model, bit for bit."""
+    model, adapter, encoded, _, _ = setup
+    itself = ResamplePrompts(**vars(encoded), counterfactual_ids=encoded.input_ids)
+    ends = run_ends(ModelUnderStudy(model, adapter), itself, AblationSource(RESAMPLE))
+    assert ends.empty == ends.full
+
+
+def test_resample_pairs_are_one_to_one_and_seeded(setup):
+    _, _, encoded, _, _ = setup
+    reference = torch.arange(len(encoded))[:, None].expand_as(encoded.input_ids)
+    first, again = (resample_prompts(encoded, reference, seed=3) for _ in range(2))
+    rows = first.counterfactual_ids[:, 0].tolist()
+    assert sorted(rows) == list(range(len(encoded))) and torch.equal(
+        first.counterfactual_ids, again.counterfactual_ids
+    )
+    assert not torch.equal(
+        resample_prompts(encoded, reference, seed=4).counterfactual_ids, first.counterfactual_ids
+    )
+
+
+def test_the_logit_difference_is_the_answer_over_the_other_objects_of_the_context(setup):
+    _, _, encoded, _, _ = setup
+    logits = torch.zeros(len(encoded), 700)
+    rows = torch.arange(len(encoded))
+    objects = encoded.input_ids.gather(1, encoded.object_pos)  # [batch, box]
+    assert torch.equal(objects[rows, encoded.query_index], encoded.answer_ids)  # the prompt spells the answer
+    logits[rows, encoded.answer_ids] = 3.0
+    logits[rows[:, None], objects] += 1.0  # every object +1 (the answer too: 4)
+    assert torch.allclose(logit_diff(logits, encoded), torch.full((len(encoded),), 3.0))

@@ -100,3 +100,57 @@ def test_null_pair_reports_no_change(scored):
     assert not cmap["gain_defined"] and cmap["acc_base"] == cmap["acc_finetuned"]
     assert cmap["circuit"]["change"] == 0.0 and all(g["change"] == 0.0 for g in cmap["groups"].values())
     assert all(g["gain"] is None for g in cmap["groups"].values())
+
+
+def _estimates(result: dict) -> dict:
+    return {e["name"]: e for e in result["uncertainty"]}
+
+
+@pytest.mark.parametrize("pair", ["planted-enhance", "planted-replace", "planted-null"])
+def test_every_interval_covers_its_value_on_the_real_pipeline(scored, pair):
+    estimates = _estimates(scored[pair])
+    assert {
+        "behaviour.accuracy_gain",
+        "faithfulness.resample.cross.normalized",
+        "cmap.circuit.accuracy",
+    } <= set(estimates)
+    for e in estimates.values():
+        assert e["low"] is None or e["low"] <= e["value"] <= e["high"], e
+        assert e["n_contexts"] == -(-e["n"] // 7)
+
+
+def test_the_identical_pair_has_paired_differences_exactly_zero_with_zero_width(scored):
+    estimates = _estimates(scored["planted-null"])
+    changes = [name for name in estimates if name.endswith("accuracy_gain") or ".change." in name]
+    assert len(changes) == 5  # accuracy, and ratio and f under each ablation
+    for name in changes:
+        assert (estimates[name]["value"], estimates[name]["low"], estimates[name]["high"]) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "resample"])
+def test_normalized_faithfulness_gives_the_planted_answers_under_both_ablations(scored, ablation):
+    def block(pair):
+        result = scored[pair]
+        return next(
+            b for b in (result["faithfulness"], *result["other_ablations"]) if b["ablation"] == ablation
+        )
+
+    enhance, replace = block("planted-enhance"), block("planted-replace")
+    for which in ("base", "finetuned"):
+        assert enhance[which]["own"]["normalized"] >= 0.9
+        assert abs(enhance[which]["random"]["normalized_mean"]) <= 0.1
+    assert enhance["base_circuit_in_finetuned"]["normalized"] >= 0.9
+    assert replace["base_circuit_in_finetuned"]["normalized"] <= 0.1
+
+
+def test_the_noise_floor_of_a_planted_circuit_is_one(scored):
+    """The planted heads are exact, so other prompts find the same circuit: a same-model IoU of 1."""
+    for pair in ("planted-enhance", "planted-replace"):
+        for which in ("base", "finetuned"):
+            assert scored[pair]["circuits"][f"{which}_floor"]["iou"]["overall"] == 1.0
+
+
+def test_the_reference_set_has_one_prompt_per_context_and_the_result_says_how_many(scored):
+    reference = next(d for d in scored["planted-enhance"]["datasets"] if d["role"] == "reference")
+    assert reference["n_used"] == SMALL["faithfulness"]["n_reference"] == reference["n_rows"] // 7
+    assert reference["split_id"].endswith(f"contexts{reference['n_used']}")

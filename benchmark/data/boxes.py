@@ -263,13 +263,16 @@ def read_jsonl(text: str) -> list[Example]:
 
 
 def reference_prompts(split: Split, seed: int = 0) -> list[str]:
-    """The mean-ablation reference set (SPEC section 3): each row's query label replaced by a random letter.
+    """The mean-ablation reference set (SPEC section 3, metric v2): one prompt per distinct context of
+    `split`, in order, its query label replaced by a random letter.
 
-    The letter is one of the split's labels that is not in the context, so the query names no box.
+    The letter is one of the split's labels that is not in the context, so the query names no box. (The
+    rows of one context differ only in their query label, which the letter replaces: metric v1 took every
+    row, n prompts per context, so its means came from n_prompts / n contexts.)
     """
     rng = context_rng(split.split_id, "reference", seed)
     prompts = []
-    for example in split.examples:
-        letter = rng.choice([label for label in split.labels if label not in example.context.labels])
-        prompts.append(render(example.context, example.query_index, query_label=letter).text)
+    for context in dict.fromkeys(example.context for example in split.examples):
+        letter = rng.choice([label for label in split.labels if label not in context.labels])
+        prompts.append(render(context, 0, query_label=letter).text)
     return prompts

@@ -134,7 +134,7 @@ class EncodedPrompts:
 
     def select(self, index: slice | torch.Tensor) -> EncodedPrompts:
         """Rows `index` of every field (for batching)."""
-        return EncodedPrompts(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+        return type(self)(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> torch.Tensor:

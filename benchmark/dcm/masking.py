@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import forward_last, score_accuracy
+from benchmark.accuracy import AccuracyResult, forward_last, score_accuracy
 from benchmark.circuit import GROUP_SITE, Circuit, Group, Head
 from benchmark.circuit_run import group_positions
 from benchmark.data import (
@@ -43,6 +43,7 @@ from benchmark.dcm.prefix import PrefixRuns, mask_loss, mixing_edit
 from benchmark.errors import BenchmarkError
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.hooks import edit_head_outputs
+from benchmark.kinds import outcome_text
 from benchmark.models import ArchitectureAdapter
 from benchmark.models.study import ModelUnderStudy, model_device
 from benchmark.records import DCMMask
@@ -96,6 +97,7 @@ class DCMResult:
     n_test: int
     seed: int
     searched: bool = False  # the gradient was flat: `heads` comes from the direct search of rounded masks
+    test_correct: tuple[bool, ...] = ()  # each test pair's decision with `heads` patched
 
     def record(self) -> DCMMask:
         mask = tuple(float(value) for value in self.mask)
@@ -108,6 +110,7 @@ class DCMResult:
             self.validation_accuracy,
             self.test_accuracy,
             self.n_test,
+            outcome_text(self.test_correct) or None,
         )
 
 
@@ -177,11 +180,29 @@ def cached_patch_accuracy(
     batch_size: int,
 ) -> float:
     """Accuracy (argmax == target) with `heads` patched from a counterfactual cache of the group's heads."""
+    return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size).accuracy
+
+
+def _cached_patch(model, adapter, heads, group, pairs: EncodedPairs, cache: HeadCache, batch_size: int):
     cache = cache.subset(site_mask([heads], adapter.shape))
     positions = sites_positions([GROUP_SITE[group]], pairs.clean)
     run = patch_from_cache(adapter, cache, positions, pairs.clean.input_ids)
-    result = score_accuracy(model, pairs.clean, batch_size, intervention=run, answer_ids=pairs.target_ids)
-    return result.accuracy
+    return score_accuracy(model, pairs.clean, batch_size, intervention=run, answer_ids=pairs.target_ids)
+
+
+def patch_result(
+    model,
+    adapter: ArchitectureAdapter,
+    heads: Sequence[Head],
+    group: Group,
+    pairs: EncodedPairs,
+    batch_size: int = 32,
+) -> AccuracyResult:
+    """Patching `heads` from the counterfactual at the group's position, in any model: accuracy and each
+    pair's decision. Targets are the desideratum's; an empty head set scores the unpatched clean run."""
+    heads = tuple(sorted(set(heads)))
+    cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+    return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size)
 
 
 def patch_accuracy(
@@ -192,13 +213,8 @@ def patch_accuracy(
     pairs: EncodedPairs,
     batch_size: int = 32,
 ) -> float:
-    """Accuracy of patching `heads` from the counterfactual at the group's position, in any model.
-
-    Targets are the pairs' desideratum targets; an empty head set scores the unpatched clean run.
-    """
-    heads = tuple(sorted(set(heads)))
-    cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
-    return cached_patch_accuracy(model, adapter, heads, group, pairs, cache, batch_size)
+    """Accuracy of patching `heads` from the counterfactual at the group's position (`patch_result`)."""
+    return patch_result(model, adapter, heads, group, pairs, batch_size).accuracy
 
 
 @contextmanager
@@ -362,6 +378,7 @@ def train_mask(
     if searched:
         search_rounded(heads, validate, validate.history[-1].step)
     best, best_mask = validate.best
+    tested = patch_result(model, adapter, best.heads, group, test, config.eval_batch_size)
     return DCMResult(
         group=group,
         desideratum=Desideratum(desideratum),
@@ -369,7 +386,7 @@ def train_mask(
         heads=best.heads,
         mask=best_mask,
         validation_accuracy=best.validation_accuracy,
-        test_accuracy=patch_accuracy(model, adapter, best.heads, group, test, config.eval_batch_size),
+        test_accuracy=tested.accuracy,
         best_step=best.step,
         history=tuple(validate.history),
         n_train=config.n_train,
@@ -377,4 +394,5 @@ def train_mask(
         n_test=config.n_test,
         seed=config.seed,
         searched=searched,
+        test_correct=tested.correct,
     )

@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from benchmark.leaderboard.svg import Series, curves, heatmap
-from benchmark.leaderboard.table import COLUMNS, MISSING, Column, Entry, dcm_iou, model_label
+from benchmark.leaderboard.svg import NORMALIZED, Series, curves, heatmap, intervals
+from benchmark.leaderboard.table import COLUMNS, MISSING, Column, Entry, dcm_iou, model_label, shown
 from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_NAMES
 
@@ -114,7 +114,8 @@ def _row(entry: Entry) -> str:
     for column in COLUMNS:
         value = entry.values[column.key]
         sort_value = "" if value is None else (repr(value) if isinstance(value, float) else str(value))
-        text = _pair_cell(entry) if column.key == "pair" else escape(_display(value))
+        shown_value = shown(value, entry.intervals.get(column.key))
+        text = _pair_cell(entry) if column.key == "pair" else escape(shown_value)
         cells.append(f'<td class="{_css(column)}" data-value="{escape(sort_value)}">{text}</td>')
     return f'<tr data-file="{escape(entry.file)}">{"".join(cells)}</tr>'
 
@@ -207,10 +208,48 @@ def _faithfulness_figure(result: Result) -> str:
     faith = result.faithfulness
     if faith is None:
         return "<p>Faithfulness did not run.</p>"
+    note = (
+        "<p>Point k keeps the top k heads of the path-patching ranking, each at the site of the group where "
+        "its effect is most negative, and ablates everything else; the 100% point keeps every head at one "
+        "site only, which is not the whole model.</p>"
+    )
     series = [Series("base", faith.base.curve), Series("fine-tuned", faith.finetuned.curve)]
     baselines = [(f"random ({name})", getattr(faith, side).random.mean) for side, name in SIDES]
     baselines = [(label, value) for label, value in baselines if value is not None]
-    return curves(series, baselines, "faithfulness over circuit size")
+    figures = [curves(series, baselines, "faithfulness over circuit size (mean ablation)")]
+    for block in (faith, *(result.other_ablations or ())):
+        if block.base.own.normalized is None:
+            continue
+        pair = [Series("base", block.base.curve), Series("fine-tuned", block.finetuned.curve)]
+        random = [(f"random ({n})", f) for s, n in SIDES if (f := getattr(block, s).random.normalized_mean)]
+        title = f"f over circuit size ({block.ablation} ablation)"
+        figures.append(curves(pair, random, title, NORMALIZED))
+    return note + f'<div class="figures">{"".join(figures)}</div>'
+
+
+def _uncertainty(result: Result) -> str:
+    """The main numbers as dots with their 95% intervals, then every estimate in a table."""
+    if not result.uncertainty:
+        return "<p>This result predates intervals (metric v1): its numbers carry none.</p>"
+    main = [e for e in result.uncertainty if e.low is not None and _charted(e.name)]
+    chart = intervals(
+        [(e.name, e.value, e.low, e.high) for e in main], "95% intervals (bootstrap over contexts)"
+    )
+    note = (
+        f"<p>Each interval resamples whole contexts {result.settings.bootstrap.n_resamples} times (seed "
+        f"{result.settings.bootstrap.seed}); a change (fine-tuned minus base) is paired over the same "
+        "contexts. n: prompts; contexts: the independent units.</p>"
+    )
+    rows = [(e.name, e.value, e.low, e.high, e.n, e.n_contexts) for e in result.uncertainty]
+    table = _grid(("number", "value", "low", "high", "n", "contexts"), rows)
+    return note + chart + table
+
+
+def _charted(name: str) -> bool:
+    """The estimates the interval chart shows: accuracies, faithfulness of the base circuit, CMAP gains."""
+    return name.startswith("behaviour.") or name.endswith(
+        ("base.ratio", "base.normalized", "cross.normalized")
+    )
 
 
 def _dcm_table(result: Result) -> str:
@@ -277,6 +316,8 @@ def detail(entry: Entry) -> str:
             _circuit_figures(result),
             "<h3>Faithfulness</h3>",
             _faithfulness_figure(result),
+            "<h3>Numbers with intervals</h3>",
+            _uncertainty(result),
             "<h3>DCM overlap</h3>",
             _dcm_table(result),
             "<h3>CMAP</h3>",

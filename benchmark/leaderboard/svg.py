@@ -6,12 +6,12 @@ check compares a fresh build with the committed one). Every text from a submissi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from benchmark.kinds import Heads
-from benchmark.records import Curve, DiscoveryStage
+from benchmark.records import Curve, CurvePoint, DiscoveryStage
 from benchmark.submission.kinds import EFFECT_UNIT, group_title
 
 HEATMAP_WIDTH = 192  # pixels for the head axis, at most
@@ -140,7 +140,7 @@ def _plot_geometry(y_max: float) -> tuple:
     return at, (left, top, plot_w, plot_h)
 
 
-def _axes(at, box, y_max: float) -> list[str]:
+def _axes(at, box, y_max: float, y_label: str = "faithfulness (circuit / full accuracy)") -> list[str]:
     left, top, plot_w, plot_h = box
     parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>']
     for tick in (0.0, 0.5, 1.0):
@@ -158,7 +158,7 @@ def _axes(at, box, y_max: float) -> list[str]:
     middle = top + plot_h / 2
     parts.append(
         f'<text x="14" y="{middle:.1f}" transform="rotate(-90 14 {middle:.1f})" text-anchor="middle">'
-        "faithfulness (circuit / full accuracy)</text>"
+        f"{escape(y_label)}</text>"
     )
     return parts
 
@@ -178,21 +178,47 @@ def _legend(entries: Sequence[tuple[str, str, str]], x: float, y: float) -> list
     return parts
 
 
-def curves(series: Sequence[Series], baselines: Sequence[tuple[str, float]], title: str) -> str:
+@dataclass(frozen=True)
+class CurveValue:
+    """What a curve chart draws of each point, how its axis is labelled, and its areas' legend text."""
+
+    value: Callable[[CurvePoint], float | None]
+    y_label: str
+    areas: Callable[[Curve], str]
+
+
+RATIO = CurveValue(
+    lambda p: p.faithfulness,
+    "faithfulness (circuit / full accuracy)",
+    lambda c: "area under the curve " + ("n/a" if c.area is None else f"{c.area:.3f}"),
+)
+NORMALIZED = CurveValue(
+    lambda p: None if p.normalized is None else max(0.0, p.normalized),  # below 0 drawn at 0
+    "f of the logit difference (below 0 at 0)",
+    lambda c: "CPR n/a" if c.cpr is None else f"CPR {c.cpr:.3f}, CMD {c.cmd:.3f}",
+)
+
+
+def curves(
+    series: Sequence[Series], baselines: Sequence[tuple[str, float]], title: str, drawn: CurveValue = RATIO
+) -> str:
     """Faithfulness over circuit size, one polyline per series, dashed lines for the baselines, and a
     legend below the plot with each line's colour and style."""
-    values = [p.faithfulness for s in series for p in s.curve.points if p.faithfulness is not None]
+    values = [v for s in series for p in s.curve.points if (v := drawn.value(p)) is not None]
     y_max = max([1.2, *values, *(v for _, v in baselines)]) * 1.05
     at, box = _plot_geometry(y_max)
-    body = [f'<text x="{box[0]}" y="16" class="t">{escape(title)}</text>', *_axes(at, box, y_max)]
+    body = [
+        f'<text x="{box[0]}" y="16" class="t">{escape(title)}</text>',
+        *_axes(at, box, y_max, drawn.y_label),
+    ]
     legend = []
     for i, item in enumerate(series):
         colour_ = CURVE_COLOURS[i % len(CURVE_COLOURS)]
-        points = [at(p.fraction, p.faithfulness) for p in item.curve.points if p.faithfulness is not None]
+        values = [(p.fraction, drawn.value(p)) for p in item.curve.points]
+        points = [at(fraction, value) for fraction, value in values if value is not None]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        area = "n/a" if item.curve.area is None else f"{item.curve.area:.3f}"
         body.append(f'<polyline points="{path}" fill="none" stroke="{colour_}" stroke-width="2"/>')
-        legend.append((colour_, "", f"{item.label} (area under the curve {area})"))
+        legend.append((colour_, "", f"{item.label} ({drawn.areas(item.curve)})"))
     for label, value in baselines:
         _, y = at(0, value)
         body.append(f'<line x1="{box[0]}" y1="{y:.1f}" x2="{box[0] + box[2]}" y2="{y:.1f}" class="base"/>')
@@ -201,3 +227,33 @@ def curves(series: Sequence[Series], baselines: Sequence[tuple[str, float]], tit
     width, height = CURVE_SIZE
     body += _legend(legend, box[0], height + 4)
     return _svg(width, height + 8 + LEGEND_ROW * len(legend), title, body)
+
+
+INTERVAL_ROW = 18  # pixels per estimate in the interval chart
+_INTERVAL_LABEL = 250  # pixels for the labels left of the axis
+
+
+def intervals(items: Sequence[tuple[str, float, float, float]], title: str) -> str:
+    """One row per (label, value, low, high): a dot at the value and a bar over its 95% interval, on a
+    shared axis from min(0, lows) to max(1, highs), with dotted lines at 0 and 1."""
+    lo = min([0.0, *(low for _, _, low, _ in items)])
+    hi = max([1.0, *(high for _, _, _, high in items)])
+    width, plot_w, top = _INTERVAL_LABEL + 300, 280, 28
+    x = lambda v: _INTERVAL_LABEL + (v - lo) / (hi - lo) * plot_w  # noqa: E731
+    bottom = top + INTERVAL_ROW * len(items)
+    body = [f'<text x="4" y="16" class="t">{escape(title)}</text>']
+    for tick in sorted({lo, 0.0, 0.5, 1.0, hi}):
+        body.append(f'<text x="{x(tick):.1f}" y="{bottom + 14}" text-anchor="middle">{tick:.2g}</text>')
+    for mark in (0.0, 1.0):
+        body.append(f'<line x1="{x(mark):.1f}" y1="{top - 6}" x2="{x(mark):.1f}" y2="{bottom}" class="one"/>')
+    for i, (label, value, low, high) in enumerate(items):
+        y = top + i * INTERVAL_ROW + INTERVAL_ROW / 2
+        body.append(
+            f'<text x="{_INTERVAL_LABEL - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
+        )
+        body.append(
+            f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" stroke="#1b6ca8" '
+            'stroke-width="3"/>'
+        )
+        body.append(f'<circle cx="{x(value):.1f}" cy="{y:.1f}" r="3.5" fill="#000"/>')
+    return _svg(width, bottom + 22, title, body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from tabulate import tabulate
@@ -21,6 +21,7 @@ from benchmark.records import DCMOverlap, Result
 from benchmark.submission.files import name_digest
 from benchmark.submission.kinds import GROUP_NAMES
 from benchmark.submission.verified import Verification, status
+from benchmark.uncertainty import find
 
 MISSING = "–"  # how an absent number shows in Markdown and on the page
 DUPLICATE = "duplicate"
@@ -36,6 +37,7 @@ class Column:
     numeric: bool
     description: str
     brief: bool = True
+    estimate: str | None = None  # the `uncertainty` estimate that gives this number's interval
 
 
 def _group_title(group: str) -> str:
@@ -44,12 +46,75 @@ def _group_title(group: str) -> str:
 
 COLUMNS: tuple[Column, ...] = (
     Column("pair", "pair", False, "base model -> fine-tuned model (id@revision)"),
-    Column("base_acc", "base acc", True, "accuracy of the base model (lm-eval)"),
-    Column("finetuned_acc", "fine-tuned acc", True, "accuracy of the fine-tuned model (lm-eval)"),
+    Column(
+        "base_acc", "base acc", True, "accuracy of the base model (lm-eval)", True, "behaviour.base.accuracy"
+    ),
+    Column(
+        "finetuned_acc",
+        "fine-tuned acc",
+        True,
+        "accuracy of the fine-tuned model (lm-eval)",
+        True,
+        "behaviour.finetuned.accuracy",
+    ),
+    Column(
+        "acc_gain",
+        "acc gain",
+        True,
+        "fine-tuned minus base accuracy (paired interval)",
+        False,
+        "behaviour.accuracy_gain",
+    ),
     Column("base_circuit", "base circuit A/B/C/D", False, "heads per group in the base circuit"),
     Column("finetuned_circuit", "fine-tuned circuit A/B/C/D", False, "heads per group, fine-tuned circuit"),
-    Column("faith_base", "faith. base circuit in base", True, "faithfulness of the base circuit in base"),
-    Column("faith_transfer", "faith. base circuit in fine-tuned", True, "the base circuit in the fine-tuned"),
+    Column(
+        "faith_base",
+        "faith. base circuit in base",
+        True,
+        "accuracy ratio of the base circuit in base (mean ablation)",
+        True,
+        "faithfulness.mean.base.ratio",
+    ),
+    Column(
+        "faith_transfer",
+        "faith. base circuit in fine-tuned",
+        True,
+        "accuracy ratio of the base circuit in the fine-tuned model (mean ablation)",
+        True,
+        "faithfulness.mean.cross.ratio",
+    ),
+    Column(
+        "f_base",
+        "f base circuit in base",
+        True,
+        "normalized faithfulness of the logit difference, base circuit in base (mean ablation)",
+        True,
+        "faithfulness.mean.base.normalized",
+    ),
+    Column(
+        "f_transfer",
+        "f base circuit in fine-tuned",
+        True,
+        "normalized faithfulness, base circuit in the fine-tuned model (mean ablation)",
+        True,
+        "faithfulness.mean.cross.normalized",
+    ),
+    Column(
+        "f_base_resample",
+        "f base circuit in base (resample)",
+        True,
+        "normalized faithfulness under resample ablation",
+        False,
+        "faithfulness.resample.base.normalized",
+    ),
+    Column(
+        "f_transfer_resample",
+        "f base circuit in fine-tuned (resample)",
+        True,
+        "normalized faithfulness in the fine-tuned model under resample ablation",
+        False,
+        "faithfulness.resample.cross.normalized",
+    ),
     Column(
         "random_baseline",
         "random circuit faith.",
@@ -59,13 +124,30 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("circuit_iou", "circuit IoU", True, "IoU of the base and fine-tuned circuits' heads"),
     Column(
+        "floor_base",
+        "floor IoU base",
+        True,
+        "noise floor: the base model's circuit against itself found on other prompts",
+    ),
+    Column(
+        "floor_finetuned",
+        "floor IoU fine-tuned",
+        True,
+        "noise floor: the fine-tuned model's circuit against itself found on other prompts",
+    ),
+    Column(
         "dcm_overlap",
         "DCM overlap (mean IoU)",
         True,
         "mean IoU of DCM heads over the (group, desideratum) where either model has some",
     ),
     Column(
-        "cmap_circuit", "CMAP gain: circuit", True, "share of the accuracy gap closed by the full circuit"
+        "cmap_circuit",
+        "CMAP gain: circuit",
+        True,
+        "share of the accuracy gap closed by the full circuit",
+        True,
+        "cmap.circuit.gain",
     ),
     *(
         Column(
@@ -74,6 +156,7 @@ COLUMNS: tuple[Column, ...] = (
             True,
             f"gap closed by the {_group_title(g)} heads",
             brief=False,
+            estimate=f"cmap.{g}.gain",
         )
         for g in GROUP_NAMES
     ),
@@ -125,13 +208,32 @@ def _circuit_sizes(result: Result, side: str) -> str | None:
 
 def _faithfulness_values(result: Result) -> dict[str, float | None]:
     faith = result.faithfulness
-    if faith is None:
-        return {"faith_base": None, "faith_transfer": None, "random_baseline": None}
-    return {
-        "faith_base": faith.base.own.faithfulness,
-        "faith_transfer": faith.base_circuit_in_finetuned.faithfulness,
-        "random_baseline": faith.base.random.mean,
+    resample = next((b for b in result.other_ablations or () if b.ablation == "resample"), None)
+    values = {
+        "faith_base": faith.base.own.faithfulness if faith else None,
+        "faith_transfer": faith.base_circuit_in_finetuned.faithfulness if faith else None,
+        "f_base": faith.base.own.normalized if faith else None,
+        "f_transfer": faith.base_circuit_in_finetuned.normalized if faith else None,
+        "f_base_resample": resample.base.own.normalized if resample else None,
+        "f_transfer_resample": resample.base_circuit_in_finetuned.normalized if resample else None,
     }
+    return {**values, "random_baseline": faith.base.random.mean if faith else None}
+
+
+def _floors(result: Result) -> dict[str, float | None]:
+    circuits = result.circuits
+    floor = lambda side: getattr(circuits, f"{side}_floor") if circuits else None  # noqa: E731
+    return {f"floor_{side}": f.iou.overall if (f := floor(side)) else None for side in ("base", "finetuned")}
+
+
+def row_intervals(result: Result) -> dict[str, tuple[float, float]]:
+    """The interval of every column that has one in this result (schema-3 results; none before)."""
+    intervals = {}
+    for column in COLUMNS:
+        found = find(result, column.estimate) if column.estimate else None
+        if found is not None and found.low is not None:
+            intervals[column.key] = (found.low, found.high)
+    return intervals
 
 
 def _cmap_values(result: Result) -> dict[str, float | None]:
@@ -179,10 +281,12 @@ def row_values(result: Result, file: str, verification: Verification | None = No
         "pair": f"{model_label(result.models.base)} -> {model_label(result.models.finetuned)}",
         "base_acc": result.behaviour.base.accuracy,
         "finetuned_acc": result.behaviour.finetuned.accuracy,
+        "acc_gain": result.behaviour.finetuned.accuracy - result.behaviour.base.accuracy,
         "base_circuit": _circuit_sizes(result, "base"),
         "finetuned_circuit": _circuit_sizes(result, "finetuned"),
         **_faithfulness_values(result),
         "circuit_iou": result.circuits.iou.overall if result.circuits else None,
+        **_floors(result),
         "dcm_overlap": _dcm_overlap(result),
         **_cmap_values(result),
         "preset": result.settings.preset,
@@ -202,6 +306,7 @@ class Entry:
     file: str
     result: Result
     values: dict[str, object]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # by column key
 
     def sort_key(self) -> tuple:
         return (
@@ -219,7 +324,10 @@ def entries(
     `verifications`: verification records by file name."""
     verifications = verifications or {}
     rows = sorted(
-        (Entry(file, result, row_values(result, file, verifications.get(file))) for file, result in results),
+        (
+            Entry(file, result, row_values(result, file, verifications.get(file)), row_intervals(result))
+            for file, result in results
+        ),
         key=Entry.sort_key,
     )
     counts = Counter(pair_key(row.result) for row in rows)
@@ -229,26 +337,34 @@ def entries(
     )
 
 
-def _cell(value: object) -> str:
-    """Markdown cell: numbers to 3 decimals, text made inert (`markdown_text`)."""
+def shown(value: object, interval: tuple[float, float] | None = None) -> str:
+    """A number to 3 decimals, with its 95% interval when it has one: "0.586 [0.543, 0.629]"."""
     if value is None:
         return MISSING
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _cell(value: object, interval: tuple[float, float] | None = None) -> str:
+    """Markdown cell: numbers to 3 decimals with their interval, text made inert (`markdown_text`)."""
+    if value is None or isinstance(value, float):
+        return shown(value, interval)
     return markdown_text(value)
 
 
 def markdown(rows: Sequence[Entry]) -> str:
     """The Markdown table (GitHub flavour) of the leaderboard, with a header saying how it was built."""
     table = tabulate(
-        [[_cell(row.values[c.key]) for c in COLUMNS] for row in rows],
+        [[_cell(row.values[c.key], row.intervals.get(c.key)) for c in COLUMNS] for row in rows],
         headers=[c.title for c in COLUMNS],
         tablefmt="github",
         disable_numparse=True,
     )
     note = (
         "Generated by `etbench leaderboard build` from `submissions/`; do not edit. "
-        "The columns are defined in [docs/metrics.md](../docs/metrics.md)."
+        "The columns are defined in [docs/metrics.md](../docs/metrics.md). A number in brackets is its 95% "
+        "bootstrap interval over contexts; results before metric v2 carry none."
     )
     body = table if rows else table + "\n\n_No submissions yet._"
     known = section([(row.file, row.result) for row in rows])
@@ -259,9 +375,15 @@ def csv_text(rows: Sequence[Entry]) -> str:
     """The CSV of the leaderboard (column keys as header, empty cell for a missing number)."""
     import pandas as pd  # only a build needs it; `etbench --help` should not pay for it
 
-    frame = pd.DataFrame(
-        [[row.values[c.key] for c in COLUMNS] for row in rows], columns=[c.key for c in COLUMNS]
-    )
+    def keys(c: Column) -> tuple[str, ...]:
+        return (c.key, f"{c.key}_low", f"{c.key}_high") if c.estimate else (c.key,)
+
+    def cells(row: Entry) -> list:
+        bounds = lambda c: row.intervals.get(c.key, (None, None)) if c.estimate else ()  # noqa: E731
+        return [value for c in COLUMNS for value in (row.values[c.key], *bounds(c))]
+
+    header = [key for c in COLUMNS for key in keys(c)]
+    frame = pd.DataFrame([cells(row) for row in rows], columns=header)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, lineterminator="\n")
     return buffer.getvalue()

@@ -7,6 +7,7 @@ what a run knows about itself (versions, datasets, hardware, timing).
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from importlib.metadata import version
 
 import torch
@@ -14,7 +15,7 @@ import torch
 import benchmark
 from benchmark.circuit import GROUPS, Circuit, head_iou
 from benchmark.data import TASK_VERSION
-from benchmark.pipeline.score import PairOutputs
+from benchmark.pipeline.score import ModelOutputs, PairOutputs
 from benchmark.pipeline.stages import SPLITS
 from benchmark.records import (
     DCM,
@@ -25,17 +26,28 @@ from benchmark.records import (
     Faithfulness,
     Hardware,
     Models,
+    NoiseFloor,
     Result,
     Suite,
     Timing,
 )
 from benchmark.submission.kinds import METRIC_VERSION, SCHEMA_VERSION, SUITE_NAME
+from benchmark.uncertainty import estimate_all
 
 
 def circuit_iou(base: Circuit, finetuned: Circuit) -> CircuitIoU:
     """IoU of the two circuits per group, and over the union of all groups' heads."""
     groups = {g: head_iou(base.heads(g), finetuned.heads(g)) for g in GROUPS}
     return CircuitIoU(groups, head_iou(base.all_heads(), finetuned.all_heads()))
+
+
+def noise_floor(model: ModelOutputs) -> NoiseFloor | None:
+    """The model's second circuit (other prompts) and its IoU with the first; None without one."""
+    if model.floor is None:
+        return None
+    second = model.floor.circuit
+    groups = {group: tuple(second.heads(group)) for group in GROUPS}
+    return NoiseFloor(groups, circuit_iou(model.discovery.circuit, second))
 
 
 def _circuits(outputs: PairOutputs) -> Circuits:
@@ -47,7 +59,16 @@ def _circuits(outputs: PairOutputs) -> Circuits:
         circuit_iou(base.discovery.circuit, finetuned.discovery.circuit),
         kv_group,
         f"receivers' k/v patched per key-value group, group size {kv_group}",
+        noise_floor(base),
+        noise_floor(finetuned),
     )
+
+
+def _faithfulness(outputs: PairOutputs) -> tuple[Faithfulness, ...]:
+    """One faithfulness block per ablation, in the settings' order."""
+    base, finetuned = outputs.models
+    reports = zip(base.faithfulness, finetuned.faithfulness, outputs.base_circuit_in_finetuned, strict=True)
+    return tuple(Faithfulness(b.record(), f.record(), cross.record(), b.ablation) for b, f, cross in reports)
 
 
 def _dcm(outputs: PairOutputs) -> DCM | None:
@@ -69,7 +90,8 @@ def _datasets(outputs: PairOutputs) -> tuple[DatasetSplit, ...]:
             len(split.examples),
             role.used(outputs.settings, split),
         )
-        for role, split in ((role, outputs.splits[role.role]) for role in SPLITS)
+        for role, split in ((role, outputs.splits.get(role.role)) for role in SPLITS)
+        if split is not None
     )
 
 
@@ -91,9 +113,8 @@ def hardware(device: str) -> Hardware:
 def assemble(outputs: PairOutputs, timing: Timing, device: str) -> Result:
     """The result file's content for one scored pair."""
     base, finetuned = outputs.models
-    cross = outputs.base_circuit_in_finetuned.record()
-    faithfulness = Faithfulness(base.faithfulness.record(), finetuned.faithfulness.record(), cross)
-    return Result(
+    first, *others = _faithfulness(outputs)
+    result = Result(
         suite=Suite(SUITE_NAME, benchmark.__version__, SCHEMA_VERSION, METRIC_VERSION, TASK_VERSION),
         settings=outputs.settings,
         datasets=_datasets(outputs),
@@ -103,8 +124,10 @@ def assemble(outputs: PairOutputs, timing: Timing, device: str) -> Result:
         timing=timing,
         behaviour=Behaviour("lm-eval", base.behaviour.record(), finetuned.behaviour.record()),
         circuits=_circuits(outputs),
-        faithfulness=faithfulness,
+        faithfulness=first,
         dcm=_dcm(outputs),
         cmap=outputs.cmap.record() if outputs.cmap is not None else None,
         digest=None,  # sealed when written (`submission.integrity.seal`)
+        other_ablations=tuple(others),
     )
+    return replace(result, uncertainty=estimate_all(result))

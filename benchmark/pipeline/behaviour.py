@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from benchmark.accuracy import AccuracyResult, score_accuracy
 from benchmark.data import Split, encode_examples
-from benchmark.kinds import defined
+from benchmark.kinds import defined, outcome_text
 from benchmark.models import ModelUnderStudy
 from benchmark.models.loading import resolve_source
 from benchmark.records import Accuracy
@@ -62,7 +62,7 @@ class BehaviourRun:
     def record(self) -> Accuracy:
         """lm-eval's accuracy (the number reported) with the suite's per-position breakdown."""
         per_position = tuple(defined(a) for a in self.suite.per_position)
-        outcomes = "".join("1" if right else "0" for right in self.suite.correct)
+        outcomes = outcome_text(self.suite.correct)
         return Accuracy(
             self.lm_eval_accuracy, self.suite.n, per_position, self.suite.n_per_position, outcomes
         )

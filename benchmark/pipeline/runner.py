@@ -1,6 +1,8 @@
 """Run declared stages in order: each is cached in the run directory under a key of exactly what decides
-it (suite version, the settings it reads, the splits it reads, the weights of the models it uses, and the
-keys of the stages it needs), so changing a DCM setting reruns DCM and what needs it, not path patching.
+it (suite version, the metric version that last changed the stage's definition, the settings it reads, the
+splits it reads, the weights of the models it uses, and the keys of the stages it needs), so changing a DCM
+setting reruns DCM and what needs it, not path patching; and a metric version that redefines faithfulness
+reruns faithfulness, not path patching.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from benchmark.pipeline.pair import SIDES, Side
 from benchmark.pipeline.rundir import stage_key
 from benchmark.pipeline.stages import STAGES, ScoreStage
 from benchmark.submission.codec import to_plain
-from benchmark.submission.kinds import METRIC_VERSION
 
 if TYPE_CHECKING:
     from benchmark.pipeline.score import ScoreRun
@@ -73,10 +74,11 @@ def run_stages(run: ScoreRun, stages: Sequence[ScoreStage] = STAGES) -> tuple[di
 
 def _key(run: ScoreRun, stage: ScoreStage, side: Side | None, needed_keys: list[str]) -> str:
     sides = (side,) if stage.per_model else SIDES
-    splits = [(role, run.splits[role].split_id, run.splits[role].sha256) for role in stage.splits]
+    read = [role for role in stage.splits if role in run.splits]  # a split not asked for is not made
+    splits = [(role, run.splits[role].split_id, run.splits[role].sha256) for role in read]
     fingerprints = [run.fingerprints[s] for s in sides]
     settings = to_plain(stage.reads(run.settings))
-    versions = (benchmark.__version__, METRIC_VERSION)
+    versions = (benchmark.__version__, stage.since)
     return stage_key(stage.id(side), versions, settings, splits, fingerprints, needed_keys)
 
 

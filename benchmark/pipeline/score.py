@@ -13,10 +13,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from benchmark.ablation import MEAN, RESAMPLE, AblationSource, ResamplePrompts, resample_prompts
 from benchmark.cmap import CMAPResult
 from benchmark.data import EncodedPrompts, Split, Vocabulary, check_vocabulary, encode_examples
 from benchmark.dcm import DCMRun, build_dcm_data
-from benchmark.faithfulness import FaithfulnessReport, FaithfulnessResult
+from benchmark.faithfulness import FaithfulnessReport, FaithfulnessResult, reference_input_ids
 from benchmark.models import ModelRecord, ModelSpec, check_pair_configs, load_tokenizer, spec_fingerprint
 from benchmark.path_patching.discovery import DiscoveryResult
 from benchmark.pipeline.behaviour import BehaviourRun
@@ -36,8 +37,9 @@ class ModelOutputs:
     record: ModelRecord
     behaviour: BehaviourRun
     discovery: DiscoveryResult
-    faithfulness: FaithfulnessReport
+    faithfulness: tuple[FaithfulnessReport, ...]  # one per ablation, in the settings' order
     dcm: DCMRun | None  # None when the circuit has no heads to mask
+    floor: DiscoveryResult | None  # the noise floor's second discovery (None: not asked for)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class PairOutputs:
     vocabulary: Vocabulary
     splits: dict[str, Split]  # role -> split, in `SPLITS` order
     models: Pair[ModelOutputs]
-    base_circuit_in_finetuned: FaithfulnessResult
+    base_circuit_in_finetuned: tuple[FaithfulnessResult, ...]  # one per ablation
     dcm_overlap: tuple[DCMOverlap, ...]
     cmap: CMAPResult | None
     stages: tuple[StageRun, ...]
@@ -58,7 +60,7 @@ class PairOutputs:
         """Typed view of the runner's outputs by stage id."""
 
         def model(side: Side) -> ModelOutputs:
-            names = ("record", "behaviour", "discovery", "faithfulness", "dcm")
+            names = ("record", "behaviour", "discovery", "faithfulness", "dcm", "discovery_floor")
             return ModelOutputs(*(outputs[f"{side.value}.{name}"] for name in names))
 
         return cls(
@@ -84,12 +86,28 @@ class ScoreRun:
         self.tokenizer = load_tokenizer(specs.base)
         self.vocabulary = check_vocabulary(self.tokenizer, settings.n_boxes)
         self.fingerprints = specs.map(spec_fingerprint)
-        self.splits = {role.role: role.make(settings, self.vocabulary) for role in SPLITS}
+        made = {role.role: role.make(settings, self.vocabulary) for role in SPLITS}
+        self.splits = {role: split for role, split in made.items() if split is not None}
 
     @cached_property
     def test_prompts(self) -> EncodedPrompts:
         """The behaviour split, encoded once (faithfulness in both models reads it)."""
         return encode_examples(self.tokenizer, self.splits["behaviour"].examples)
+
+    @cached_property
+    def resample_prompts(self) -> ResamplePrompts:
+        """The test prompts, each paired with the reference prompt it resamples from (faithfulness seed)."""
+        seed = self.settings.faithfulness.seed
+        reference = reference_input_ids(self.tokenizer, self.splits["reference"], seed)
+        return resample_prompts(self.test_prompts, reference, seed)
+
+    def prompts_for(self, ablation: str) -> EncodedPrompts:
+        """The test prompts a faithfulness run under `ablation` evaluates (resample: with counterfactuals)."""
+        return self.resample_prompts if ablation == RESAMPLE else self.test_prompts
+
+    def source(self, ablation: str, means) -> AblationSource:
+        """The ablation's values: the evaluated model's means, or (resample) its counterfactual runs."""
+        return AblationSource(ablation, means if ablation == MEAN else None)
 
     @cached_property
     def dcm_data(self):

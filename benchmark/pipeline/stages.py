@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SplitRole:
-    """A generated split a stage reads, and how many of its rows that stage uses."""
+    """A generated split a stage reads, and how many of its rows that stage uses; `make` gives None when
+    the settings ask for no such split (no noise floor)."""
 
     role: str  # as recorded in the result's datasets, e.g. "behaviour", "dcm_train"
-    make: Callable[[ScoreSettings, Vocabulary], Split]
+    make: Callable[[ScoreSettings, Vocabulary], Split | None]
     used: Callable[[ScoreSettings, Split], int] = lambda settings, split: len(split.examples)
 
 
@@ -49,6 +50,11 @@ def _split(settings: ScoreSettings, vocabulary: Vocabulary, split: str, n_prompt
     return generate_split(settings.n_boxes, split, n_prompts, seed, vocabulary.objects, vocabulary.labels)
 
 
+def _floor_split(s: ScoreSettings, v: Vocabulary, n_prompts: int) -> Split | None:
+    """Validation prompts of the noise floor's seed: the discovery split's size, other contexts."""
+    return None if s.floor_seed is None else _split(s, v, "validation", n_prompts, s.floor_seed)
+
+
 SPLITS: tuple[SplitRole, ...] = (
     SplitRole("behaviour", lambda s, v: _split(s, v, "test", s.behaviour.n_prompts, s.behaviour.seed)),
     SplitRole(
@@ -59,8 +65,16 @@ SPLITS: tuple[SplitRole, ...] = (
         lambda s, v: _split(s, v, "validation", s.discovery.n_minimality_prompts, s.discovery.seed),
         lambda s, split: s.discovery.n_minimality_prompts,
     ),
+    SplitRole(  # one prompt per context (`reference_prompts`): n_reference contexts of n rows each
+        "reference",
+        lambda s, v: _split(s, v, "train", s.faithfulness.n_reference * s.n_boxes, s.faithfulness.seed),
+        lambda s, split: s.faithfulness.n_reference,
+    ),
+    SplitRole("path_patching_floor", lambda s, v: _floor_split(s, v, s.discovery.n_prompts)),
     SplitRole(
-        "reference", lambda s, v: _split(s, v, "train", s.faithfulness.n_reference, s.faithfulness.seed)
+        "minimality_floor",
+        lambda s, v: _floor_split(s, v, s.discovery.n_minimality_prompts),
+        lambda s, split: s.discovery.n_minimality_prompts,
     ),
     *(_dcm_role(name) for name in ("train", "validation", "test")),
     SplitRole("cmap", lambda s, v: cmap_split(v, s.cmap), lambda s, split: s.cmap.n_prompts),
@@ -79,6 +93,7 @@ class ScoreStage:
     run: Callable[[ScoreRun, Side | None, dict[str, Any]], Any]
     needs: tuple[str, ...] = ()
     splits: tuple[str, ...] = ()
+    since: str = "v1"  # the metric version whose definition this stage computes (part of its cache key)
 
     def id(self, side: Side | None) -> str:
         """The stage's name in the run directory and the timing table: "base.discovery", "cross.cmap"."""
@@ -98,20 +113,33 @@ def _means(run: ScoreRun, side: Side, inputs: dict):
     return ablation_means(run.models.get(side), run.splits["reference"], s.faithfulness.seed, s.batch_size)
 
 
-def _discovery(run: ScoreRun, side: Side, inputs: dict):
+def _discover(run: ScoreRun, side: Side, inputs: dict, suffix: str, seed: int):
     study, config = run.models.get(side), run.settings.discovery
-    pairs = build_pairs(run.splits["path_patching"], "path_patching", config.seed)
+    pairs = build_pairs(run.splits[f"path_patching{suffix}"], "path_patching", seed)
     encoded = encode_pairs(study.tokenizer, pairs)
-    minimality = encode_examples(study.tokenizer, run.splits["minimality"].examples)
+    minimality = encode_examples(study.tokenizer, run.splits[f"minimality{suffix}"].examples)
     return discover_circuit(study, encoded, minimality, inputs["means"], config, run.progress)
 
 
+def _discovery(run: ScoreRun, side: Side, inputs: dict):
+    return _discover(run, side, inputs, "", run.settings.discovery.seed)
+
+
+def _floor(run: ScoreRun, side: Side, inputs: dict):
+    seed = run.settings.floor_seed
+    return None if seed is None else _discover(run, side, inputs, "_floor", seed)
+
+
 def _faithfulness(run: ScoreRun, side: Side, inputs: dict):
+    """One report per ablation of the settings, each with its own full and empty runs."""
     full = inputs["behaviour"].suite.accuracy  # the unmodified model on the same test prompts
     study, config = run.models.get(side), run.settings.faithfulness
-    return evaluate_faithfulness(
-        study, inputs["discovery"], run.test_prompts, inputs["means"], config, progress=run.progress,
-        full_accuracy=full,
+    return tuple(
+        evaluate_faithfulness(
+            study, inputs["discovery"], run.prompts_for(name), run.source(name, inputs["means"]), config,
+            progress=run.progress, full_accuracy=full,
+        )
+        for name in config.ablations
     )  # fmt: skip
 
 
@@ -123,11 +151,15 @@ def _dcm(run: ScoreRun, side: Side, inputs: dict):
 
 
 def _cross_faithfulness(run: ScoreRun, side: None, inputs: dict):
-    circuit = inputs["base.discovery"].circuit
-    return cross_model_faithfulness(
-        Side.BASE.value, circuit, Side.FINETUNED.value, run.models.get(Side.FINETUNED), run.test_prompts,
-        inputs["finetuned.means"], run.settings.batch_size,
-    ).result  # fmt: skip
+    """Per ablation: the base circuit inside the fine-tuned model, f between the fine-tuned model's ends."""
+    circuit, study = inputs["base.discovery"].circuit, run.models.get(Side.FINETUNED)
+    return tuple(
+        cross_model_faithfulness(
+            Side.BASE.value, circuit, Side.FINETUNED.value, study, run.prompts_for(report.ablation),
+            run.source(report.ablation, inputs["finetuned.means"]), run.settings.batch_size, report.ends,
+        ).result
+        for report in inputs["finetuned.faithfulness"]
+    )  # fmt: skip
 
 
 def _dcm_transfer(run: ScoreRun, side: None, inputs: dict):
@@ -169,7 +201,8 @@ STAGES: tuple[ScoreStage, ...] = (
         "means", MODEL, run=_means, reads=lambda s: (s.faithfulness.seed, s.batch_size),
         splits=("reference",),
         about=lambda s: f"mean head outputs for mean ablation ({s.faithfulness.n_reference} reference "
-        "prompts)",
+        "prompts, one per context)",
+        since="v2",
     ),
     ScoreStage(
         "discovery", MODEL, run=_discovery, reads=lambda s: (s.discovery,), needs=("means",),
@@ -179,19 +212,27 @@ STAGES: tuple[ScoreStage, ...] = (
     ),
     ScoreStage(
         "faithfulness", MODEL, run=_faithfulness, reads=lambda s: (s.faithfulness,),
-        needs=("behaviour", "means", "discovery"), splits=("behaviour",),
+        needs=("behaviour", "means", "discovery"), splits=("behaviour",), since="v2",
         about=lambda s: f"circuit run, {s.faithfulness.n_random} random circuits, size curve "
-        f"({s.faithfulness.n_prompts} test prompts)",
+        f"({s.faithfulness.n_prompts} test prompts; {' and '.join(s.faithfulness.ablations)} ablation)",
     ),
     ScoreStage(
         "dcm", MODEL, run=_dcm, reads=lambda s: (s.dcm,), needs=("discovery",),
         splits=("dcm_train", "dcm_validation", "dcm_test"),
         about=lambda s: f"DCM masks per group and desideratum ({s.dcm.n_train}/{s.dcm.n_validation}/"
         f"{s.dcm.n_test} train/validation/test pairs)",
+        since="v2",
+    ),
+    ScoreStage(
+        "discovery_floor", MODEL, run=_floor, reads=lambda s: (s.discovery, s.floor_seed), needs=("means",),
+        splits=("path_patching_floor", "minimality_floor"), since="v2",
+        about=lambda s: f"noise floor: the circuit again, on {s.discovery.n_prompts} validation prompts of "
+        f"other contexts (seed {s.floor_seed})",
     ),
     ScoreStage(
         "faithfulness", PAIR, run=_cross_faithfulness, reads=lambda s: (s.batch_size,),
-        needs=("base.discovery", "finetuned.means"), splits=("behaviour",),
+        needs=("base.discovery", "finetuned.means", "finetuned.faithfulness"), splits=("behaviour",),
+        since="v2",
         about=lambda s: "the base model's circuit run inside the fine-tuned model",
     ),
     ScoreStage(
@@ -205,6 +246,7 @@ STAGES: tuple[ScoreStage, ...] = (
     ),
     ScoreStage(
         "cmap", PAIR, run=_cmap, reads=lambda s: (s.cmap,), needs=("base.discovery",), splits=("cmap",),
+        since="v2",
         about=lambda s: f"fine-tuned head outputs patched into the base model ({s.cmap.n_prompts} prompts)",
     ),
 )  # fmt: skip

@@ -38,17 +38,33 @@ class Tolerance:
         return all(pattern in ("*", key) for pattern, key in zip(self.keys, keys, strict=True))
 
 
+def _logit_tolerances() -> Iterator[Tolerance]:
+    """Logit differences and what is computed from them (f, CPR, CMD), in every faithfulness block."""
+    paths = (
+        ("*", "own", "logit_diffs"), ("*", "own", "logit_diff"), ("*", "own", "normalized"),
+        ("*", "full_logit_diffs"), ("*", "empty_logit_diffs"), ("*", "random", "normalized_draws"),
+        ("*", "random", "normalized_mean"), ("*", "curve", "points", "normalized"), ("*", "curve", "cpr"),
+        ("*", "curve", "cmd"), ("*", "logit_diffs"), ("*", "logit_diff"), ("*", "normalized"),
+    )  # fmt: skip
+    for block in ("faithfulness", "other_ablations"):
+        for path in paths:
+            yield Tolerance((block, *path), FLOAT_TOLERANCE, "logit differences and f")
+
+
 TOLERANCES: tuple[Tolerance, ...] = (
     Tolerance(("circuits", "*", "stages", "mean"), FLOAT_TOLERANCE, "path-patching effects"),
     Tolerance(("circuits", "*", "stages", "stderr"), FLOAT_TOLERANCE, "their standard errors"),
     Tolerance(("circuits", "*", "minimality_metric"), FLOAT_TOLERANCE, "minimality metrics"),
     Tolerance(("dcm", "*", "mask"), FLOAT_TOLERANCE, "DCM masks"),
+    *_logit_tolerances(),
+    # Intervals of f move with f; those of accuracies cannot (their outcomes must agree exactly).
+    *(Tolerance(("uncertainty", end), FLOAT_TOLERANCE, "intervals of f") for end in ("value", "low", "high")),
 )
 
 
 def tolerance_text() -> str:
     """The rule in words, as the reproduction line prints it."""
-    tolerant = ", ".join(t.what for t in TOLERANCES)
+    tolerant = ", ".join(dict.fromkeys(t.what for t in TOLERANCES))
     return f"{tolerant} within {FLOAT_TOLERANCE:g}, every other value exact"
 
 

@@ -12,8 +12,8 @@ from benchmark.errors import BenchmarkError
 from benchmark.models.identity import ModelRecord
 from benchmark.records import Result
 from benchmark.submission.checks import Problem
-from benchmark.submission.codec import to_json, to_plain
-from benchmark.submission.validate import check, downgrade
+from benchmark.submission.validate import check
+from benchmark.submission.versions import written_text
 
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _MAX_SLUG = 60
@@ -54,9 +54,7 @@ def name_digest(result: Result) -> str:
 
 def canonical_text(result: Result) -> str:
     """The canonical JSON of a result as a file of its schema version holds it."""
-    if result.suite.schema_version != "1":
-        return to_json(result)
-    return to_json(downgrade(to_plain(result)))
+    return written_text(result)
 
 
 def canonical_name(result: Result) -> str:

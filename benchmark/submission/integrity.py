@@ -22,18 +22,19 @@ from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
 
 from benchmark.circuit import head_iou
-from benchmark.records import CMAP, Accuracy, Curve, FaithfulnessScore, Result, curve_area
+from benchmark.records import CMAP, Accuracy, Curve, Faithfulness, FaithfulnessScore, Result, curve_area
 from benchmark.settings import PRESETS, ScoreSettings, preset_settings
 from benchmark.submission.checks import Problem, regenerated_split
 from benchmark.submission.codec import to_json
-from benchmark.submission.kinds import GROUP_NAMES
+from benchmark.submission.kinds import GROUP_NAMES, SCHEMA_VERSION
+from benchmark.submission.versions import unsealed_text
 
 RATIO_TOLERANCE = 1e-9  # relative: a ratio recomputed from the file's numbers, by the same float operations
 
 
 def content_digest(result: Result) -> str:
     """SHA-256 (hex) of the result's canonical JSON with `digest` null."""
-    return hashlib.sha256(to_json(replace(result, digest=None)).encode("ascii")).hexdigest()
+    return hashlib.sha256(unsealed_text(result).encode("ascii")).hexdigest()
 
 
 def seal(result: Result) -> Result:
@@ -128,15 +129,14 @@ def _rates(result: Result) -> Iterator[tuple[str, float | None, int]]:
     for side in ("base", "finetuned"):
         accuracy = getattr(result.behaviour, side)
         yield f"$.behaviour.{side}.accuracy", accuracy.accuracy, accuracy.n
-    if result.faithfulness is not None:
-        f = result.faithfulness
-        for path, score in _scores(result):
+    for block, where in faithfulness_blocks(result):
+        for path, score in _scores(block, where):
             yield f"{path}.full_accuracy", score.full_accuracy, score.n_prompts
             yield f"{path}.circuit_accuracy", score.circuit_accuracy, score.n_prompts
         for side in ("base", "finetuned"):
-            n = getattr(f, side).own.n_prompts
-            for i, point in enumerate(getattr(f, side).curve.points):
-                yield f"$.faithfulness.{side}.curve.points[{i}].accuracy", point.accuracy, n
+            n = getattr(block, side).own.n_prompts
+            for i, point in enumerate(getattr(block, side).curve.points):
+                yield f"{where}.{side}.curve.points[{i}].accuracy", point.accuracy, n
     if result.cmap is not None:
         cmap, n = result.cmap, result.cmap.n_prompts
         yield "$.cmap.acc_base", cmap.acc_base, n
@@ -151,11 +151,18 @@ def _rates(result: Result) -> Iterator[tuple[str, float | None, int]]:
                 yield f"$.dcm.{side}[{i}].validation_accuracy", mask.validation_accuracy, n_validation
 
 
-def _scores(result: Result) -> Iterator[tuple[str, FaithfulnessScore]]:
-    f = result.faithfulness
-    yield "$.faithfulness.base.own", f.base.own
-    yield "$.faithfulness.finetuned.own", f.finetuned.own
-    yield "$.faithfulness.base_circuit_in_finetuned", f.base_circuit_in_finetuned
+def faithfulness_blocks(result: Result) -> Iterator[tuple[Faithfulness, str]]:
+    """Every faithfulness block (one per ablation) with its JSON path."""
+    if result.faithfulness is not None:
+        yield result.faithfulness, "$.faithfulness"
+    for i, block in enumerate(result.other_ablations or ()):
+        yield block, f"$.other_ablations[{i}]"
+
+
+def _scores(block: Faithfulness, where: str) -> Iterator[tuple[str, FaithfulnessScore]]:
+    yield f"{where}.base.own", block.base.own
+    yield f"{where}.finetuned.own", block.finetuned.own
+    yield f"{where}.base_circuit_in_finetuned", block.base_circuit_in_finetuned
 
 
 def _cmap_entries(cmap: CMAP):
@@ -191,14 +198,17 @@ def _check_curve(curve: Curve, full: float, path: str) -> Iterator[Problem]:
 def check_faithfulness(result: Result) -> Iterator[Problem]:
     """Ratios from their accuracies, the full model's accuracy from behaviour, the random baseline's mean and
     standard deviation from its draws, each curve's points and area."""
-    if result.faithfulness is None:
-        return
-    for path, score in _scores(result):
+    for block, where in faithfulness_blocks(result):
+        yield from _check_block(result, block, where)
+
+
+def _check_block(result: Result, block: Faithfulness, where: str) -> Iterator[Problem]:
+    for path, score in _scores(block, where):
         expected = _ratio(score.circuit_accuracy, score.full_accuracy)
         if not _close(score.faithfulness, expected):
             yield _mismatch(f"{path}.faithfulness", score.faithfulness, expected, "circuit / full accuracy")
     for side in ("base", "finetuned"):
-        model, path = getattr(result.faithfulness, side), f"$.faithfulness.{side}"
+        model, path = getattr(block, side), f"{where}.{side}"
         behaviour = getattr(result.behaviour, side).accuracy
         if not _close(model.own.full_accuracy, behaviour):
             yield _mismatch(f"{path}.own.full_accuracy", model.own.full_accuracy, behaviour, "behaviour")
@@ -287,7 +297,10 @@ def check_preset(result: Result) -> Iterator[Problem]:
     settings = result.settings
     if settings.preset not in PRESETS:
         return
+    older = result.suite.schema_version != SCHEMA_VERSION
     for path, recorded, expected in _differences(settings, _preset_of(settings), "$.settings"):
+        if older and recorded is None:
+            continue  # a setting later versions added: that file's run did not have it
         yield Problem(
             path,
             f"is {recorded}, preset {settings.preset} has {expected}: a run with other settings must name "

@@ -10,10 +10,10 @@ from benchmark.circuit import GROUPS
 from benchmark.data.counterfactuals import DCM_DESIDERATA
 
 SUITE_NAME = "entity-tracking-bench"
-SCHEMA_VERSION = "2"  # 2: per-prompt outcomes and a content digest (1 files stay readable and valid)
-METRIC_VERSION = "v1"
-KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = ("1", SCHEMA_VERSION)
-KNOWN_METRIC_VERSIONS: tuple[str, ...] = (METRIC_VERSION,)
+SCHEMA_VERSION = "3"  # 3: metric-v2 numbers (ablations, intervals, floors); 1 and 2 files stay readable
+METRIC_VERSION = "v2"
+KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", SCHEMA_VERSION)
+KNOWN_METRIC_VERSIONS: tuple[str, ...] = ("v1", METRIC_VERSION)
 
 GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)
 DESIDERATUM_NAMES: tuple[str, ...] = tuple(desideratum.value for desideratum in DCM_DESIDERATA)

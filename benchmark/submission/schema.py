@@ -1,9 +1,9 @@
 """JSON Schema (draft 2020-12) of the result file, generated from the dataclasses' type hints.
 
 The committed `schema-v{SCHEMA_VERSION}.json` is this generator's output; a test regenerates it, so the
-schema and the dataclasses cannot drift. Earlier versions' files (`schema-v1.json`) are kept as they were
-committed: files of that version are validated against them. Every object is closed (no unknown keys)
-and every key is required: a stage that did not run is an explicit null.
+schema and the dataclasses cannot drift. Earlier versions' files (`schema-v1.json`, `schema-v2.json`) are
+kept as they were committed: files of that version are validated against them. Every object is closed
+(no unknown keys) and every key is required: a stage that did not run is an explicit null.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Deterministic in its arguments. Its dataset entries are real splits of the suite
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import statistics
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 from benchmark import records as r
 from benchmark import settings as c
 from benchmark.data.words import Vocabulary
-from benchmark.kinds import Heads
+from benchmark.kinds import Heads, outcome_text
 from benchmark.models.identity import HeadShape, ModelRecord
 from benchmark.submission import kinds
 from benchmark.submission.integrity import seal
+from benchmark.uncertainty import estimate_all
 
 N_BOXES = 3
 
@@ -116,7 +118,7 @@ def _accuracy(rng: random.Random, settings: c.ScoreSettings) -> r.Accuracy:
         n,
         tuple(sum(rows) / len(rows) if rows else None for rows in per_box),
         tuple(len(rows) for rows in per_box),
-        "".join("1" if ok else "0" for ok in right),
+        outcome_text(right),
     )
 
 
@@ -250,4 +252,4 @@ def synthetic_result(pair: SyntheticPair = SyntheticPair()) -> r.Result:
         cmap=_cmap(rng, circuits, behaviour.base.accuracy, behaviour.finetuned.accuracy),
         digest=None,
     )
-    return seal(result)
+    return seal(dataclasses.replace(result, uncertainty=estimate_all(result)))

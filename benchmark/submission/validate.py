@@ -20,9 +20,11 @@ from benchmark.submission.checks import MEANING_CHECKS, Problem
 from benchmark.submission.codec import FormatError, from_plain
 from benchmark.submission.integrity import INTEGRITY_CHECKS
 from benchmark.submission.kinds import KNOWN_METRIC_VERSIONS, KNOWN_SCHEMA_VERSIONS, SUITE_NAME
+from benchmark.submission.recomputed import RECOMPUTED_CHECKS
 from benchmark.submission.schema import schema_for
+from benchmark.submission.versions import downgrade, upgrade  # noqa: F401  (re-exported)
 
-CHECKS = (*MEANING_CHECKS, *INTEGRITY_CHECKS)
+CHECKS = (*MEANING_CHECKS, *INTEGRITY_CHECKS, *RECOMPUTED_CHECKS)
 
 SIDES = ("base", "finetuned")
 _MAX_SHOWN = 80  # characters of an offending value shown in a message
@@ -105,21 +107,6 @@ def check_numbers(data: object, path: str = "$") -> list[Problem]:
 @cache
 def _validator(version: str) -> Draft202012Validator:
     return Draft202012Validator(schema_for(version))
-
-
-def upgrade(data: dict) -> dict:
-    """A schema-1 file as the current records read it: the fields schema 2 added are null."""
-    if data["suite"]["schema_version"] != "1":
-        return data
-    behaviour = {side: {**data["behaviour"][side], "outcomes": None} for side in SIDES}
-    return {**data, "behaviour": {**data["behaviour"], **behaviour}, "digest": None}
-
-
-def downgrade(plain: dict) -> dict:
-    """The inverse of `upgrade`: a schema-1 result as its file holds it (without schema 2's fields)."""
-    behaviour = {s: {k: v for k, v in plain["behaviour"][s].items() if k != "outcomes"} for s in SIDES}
-    rest = {key: value for key, value in plain.items() if key != "digest"}
-    return {**rest, "behaviour": {**plain["behaviour"], **behaviour}}
 
 
 def _leaves(error: ValidationError) -> Iterator[ValidationError]:
