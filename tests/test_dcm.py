@@ -18,7 +18,7 @@ from benchmark.dcm import (
     dcm_data,
     dcm_overlap,
     masking,
-    patch_accuracy,
+    patch_result,
     run_dcm,
     train_mask,
     transfer_accuracies,
@@ -84,9 +84,9 @@ def test_dcm_finds_the_one_head_that_carries_the_answer(setup, result):
     masks = dict(zip(result.group_heads, result.mask, strict=True))
     assert masks.pop(CARRIER) < 0.5
     assert set(masks.values()) == {1.0}  # inert heads get no task gradient; the L1 term holds them at 1
-    unpatched = patch_accuracy(model, adapter, (), GROUP, data.test)
+    unpatched = patch_result(model, adapter, (), GROUP, data.test).accuracy
     assert result.test_accuracy >= 0.9 > 0.2 >= unpatched
-    assert result.test_accuracy == patch_accuracy(model, adapter, [CARRIER], GROUP, data.test)
+    assert result.test_accuracy == patch_result(model, adapter, [CARRIER], GROUP, data.test).accuracy
     assert result.validation_accuracy == max(c.validation_accuracy for c in result.history)
     assert (result.n_train, result.n_validation, result.n_test, result.seed) == (96, 48, 48, 0)
 

@@ -10,7 +10,7 @@ from benchmark.dcm.masking import (
     check_sizes,
     dcm_data,
     group_heads,
-    patch_accuracy,
+    patch_result,
     train_mask,
 )
 from benchmark.dcm.overlap import (
@@ -34,7 +34,7 @@ __all__ = [
     "dcm_data",
     "dcm_overlap",
     "group_heads",
-    "patch_accuracy",
+    "patch_result",
     "resolve_groups",
     "run_dcm",
     "train_mask",

@@ -205,18 +205,6 @@ def patch_result(
     return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size)
 
 
-def patch_accuracy(
-    model,
-    adapter: ArchitectureAdapter,
-    heads: Sequence[Head],
-    group: Group,
-    pairs: EncodedPairs,
-    batch_size: int = 32,
-) -> float:
-    """Accuracy of patching `heads` from the counterfactual at the group's position (`patch_result`)."""
-    return patch_result(model, adapter, heads, group, pairs, batch_size).accuracy
-
-
 @contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
     """Turn off gradients of every weight for the block, restoring each flag after."""

@@ -19,7 +19,7 @@ from benchmark.dcm.masking import (
     DCMResult,
     EmptyGroupError,
     dcm_data,
-    patch_accuracy,
+    patch_result,
     train_mask,
 )
 from benchmark.models import ModelUnderStudy
@@ -103,9 +103,9 @@ def transfer_accuracies(
     accuracies = {}
     for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
         test = data[result.desideratum].test.select(slice(0, result.n_test))
-        accuracies[(result.group, result.desideratum)] = patch_accuracy(
+        accuracies[(result.group, result.desideratum)] = patch_result(
             study.model, study.adapter, result.heads, result.group, test, source.config.eval_batch_size
-        )
+        ).accuracy
     return accuracies
 
 
