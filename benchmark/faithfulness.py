@@ -2,10 +2,10 @@
 normalized faithfulness f of the logit difference, (m(circuit) - m(empty)) / (m(full) - m(empty)).
 
 Every run takes an ablation (`benchmark.ablation`: mean, or resample; a bare means tensor is mean
-ablation). Also the random-circuit baseline (same group sizes, seeded draws), the curve over circuit size
-(top-k heads of the path-patching ranking) with its areas (accuracy ratio; CPR and CMD of f), and
-cross-model evaluation (one model's circuit run inside another model, with that model's own ablation
-values). No file I/O: tensors and dataclasses in and out.
+ablation). Also the random-circuit baseline (same group sizes, seeded draws), cross-model evaluation (one
+model's circuit run inside another model, with that model's own ablation values), and the records of the
+curve over circuit size, which `benchmark.faithfulness_curve` runs. No file I/O: tensors and dataclasses
+in and out.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,7 +26,6 @@ from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prom
 from benchmark.hooks import head_output_means
 from benchmark.kinds import defined, outcome_text
 from benchmark.models import HeadShape, ModelUnderStudy
-from benchmark.path_patching.discovery import DiscoveryResult, StageResult
 from benchmark.records import (
     Curve,
     CurvePoint,
@@ -39,7 +37,7 @@ from benchmark.records import (
     curve_area,
     normalized_faithfulness,
 )
-from benchmark.settings import CURVE_FRACTIONS, FaithfulnessConfig
+from benchmark.settings import FaithfulnessConfig
 
 Source = AblationSource | torch.Tensor  # a bare tensor: the means of mean ablation
 
@@ -334,93 +332,3 @@ def random_circuit_baseline(
         for draw in tqdm(draws, desc="random circuits", disable=not progress)
     )
     return RandomCircuits(sizes, seed, draws, results)
-
-
-def head_ranking(stages: Sequence[StageResult]) -> tuple[RankedHead, ...]:
-    """Every head, most negative effect first, in the stage where its effect is most negative.
-
-    Skipped stages (no effects) take no part; ties go to the earlier stage, then to the lower (layer, head).
-    """
-    run = [stage for stage in stages if stage.effects is not None]
-    if not run:
-        raise ValueError("no stage has effects to rank heads by")
-    effects = torch.stack([stage.effects.mean.float() for stage in run])  # [stage, layer, head]
-    best, where = effects.min(dim=0)  # [layer, head] each; min returns the first stage on ties
-    n_layers, n_heads = best.shape
-    ranked = [
-        RankedHead((layer, head), run[int(where[layer, head])].group, float(best[layer, head]))
-        for layer in range(n_layers)
-        for head in range(n_heads)
-    ]
-    ranked.sort(key=lambda r: (r.effect, r.head))
-    return tuple(ranked)
-
-
-def top_k_circuit(ranking: Sequence[RankedHead], k: int) -> Circuit:
-    """The circuit of the first k ranked heads, each in its ranked group (so at that group's position)."""
-    groups: dict[Group, list[Head]] = {group: [] for group in GROUPS}
-    for ranked in ranking[:k]:
-        groups[ranked.group].append(ranked.head)
-    return Circuit.of(groups)
-
-
-def curve_k(fraction: float, n_components: int) -> int:
-    """Heads in the curve's circuit at `fraction` of all heads: rounded, at least 1, at most all."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"curve fractions must be in (0, 1], got {fraction}")
-    return min(n_components, max(1, round(fraction * n_components)))
-
-
-def faithfulness_curve(
-    study: ModelUnderStudy,
-    discovery: DiscoveryResult,
-    encoded: EncodedPrompts,
-    means: Source,
-    fractions: Sequence[float] = CURVE_FRACTIONS,
-    batch_size: int = 32,
-    full_accuracy: float | None = None,
-    progress: bool = True,
-    ends: Ends | None = None,
-) -> FaithfulnessCurve:
-    """Faithfulness of the top-k circuit of the path-patching ranking for each fraction (sorted) of heads."""
-    if full_accuracy is None:
-        full_accuracy = score_accuracy(study.model, encoded, batch_size).accuracy
-    if all(stage.effects is None for stage in discovery.stages):
-        return FaithfulnessCurve(full_accuracy, (), ())  # nothing ranked: every stage was skipped
-    ranking = head_ranking(discovery.stages)
-    evaluated: dict[int, FaithfulnessResult] = {}  # by k: nearby fractions of a small model share a k
-    points = []
-    for fraction in tqdm(sorted(fractions), desc="faithfulness curve", disable=not progress):
-        k = curve_k(fraction, len(ranking))
-        if k not in evaluated:
-            circuit = top_k_circuit(ranking, k)
-            evaluated[k] = faithfulness(study, circuit, encoded, means, batch_size, full_accuracy, ends)
-        r = evaluated[k]
-        ratio, f = defined(r.faithfulness), defined(r.normalized)
-        points.append(CurvePoint(fraction, k, r.circuit_accuracy, ratio, f))
-    return FaithfulnessCurve(full_accuracy, ranking, tuple(points))
-
-
-def evaluate_faithfulness(
-    study: ModelUnderStudy,
-    discovery: DiscoveryResult,
-    encoded: EncodedPrompts,
-    means: Source,
-    config: FaithfulnessConfig = FaithfulnessConfig(),
-    circuit: Circuit | None = None,
-    progress: bool = True,
-    full_accuracy: float | None = None,
-) -> FaithfulnessReport:
-    """Faithfulness of one model under one ablation: `circuit` (default: the discovered one), its random
-    baseline and the curve, each with f between the model's full and empty runs. `full_accuracy`: the
-    unmodified model's accuracy on `encoded` when already measured (it must equal the full run's)."""
-    circuit = discovery.circuit if circuit is None else circuit
-    source = as_source(means)
-    ends = run_ends(study, encoded, source, config.batch_size)
-    full = ends.full.accuracy if full_accuracy is None else full_accuracy
-    own = faithfulness(study, circuit, encoded, source, config.batch_size, full, ends)
-    shared = dict(batch_size=config.batch_size, full_accuracy=full, progress=progress, ends=ends)
-    draws, seed = config.n_random, config.seed
-    baseline = random_circuit_baseline(study, circuit, encoded, source, draws, seed, **shared)
-    curve = faithfulness_curve(study, discovery, encoded, source, config.curve_fractions, **shared)
-    return FaithfulnessReport(config, own, baseline, curve, source.name, ends)

@@ -21,16 +21,18 @@ from benchmark.faithfulness import (
     FaithfulnessCurve,
     ablation_means,
     cross_model_faithfulness,
-    curve_k,
-    evaluate_faithfulness,
     faithfulness,
-    faithfulness_curve,
     faithfulness_ratio,
-    head_ranking,
     intervention_faithfulness,
     mask_faithfulness,
     random_circuit_baseline,
     run_ends,
+)
+from benchmark.faithfulness_curve import (
+    curve_k,
+    evaluate_faithfulness,
+    faithfulness_curve,
+    head_ranking,
     top_k_circuit,
 )
 from benchmark.hooks import mean_ablate

@@ -18,7 +18,8 @@ from benchmark.cmap import cmap_prompts, cmap_split, run_cmap
 from benchmark.data import Split, Vocabulary, build_pairs, encode_examples, encode_pairs, generate_split
 from benchmark.dcm import dcm_overlap, run_dcm, transfer_accuracies
 from benchmark.dcm.masking import dcm_splits
-from benchmark.faithfulness import ablation_means, cross_model_faithfulness, evaluate_faithfulness
+from benchmark.faithfulness import ablation_means, cross_model_faithfulness
+from benchmark.faithfulness_curve import evaluate_faithfulness
 from benchmark.path_patching.discovery import discover_circuit
 from benchmark.pipeline.behaviour import measure_behaviour
 from benchmark.pipeline.pair import Side
