@@ -126,3 +126,15 @@ def test_the_leaderboard_refuses_a_file_whose_name_is_not_its_digest(tmp_path):
     report = build(subs, tmp_path / "out", keep_going=True)
     assert report.rows == () and [invalid.file for invalid in report.invalid] == [renamed.name]
     assert f"is not the canonical {ORGANISM.name}" in report.invalid[0].problems[0].message
+
+
+def test_schema_2_files_stay_readable_valid_and_keep_their_digest():
+    """A schema-2 file decodes with the schema-3 fields null, and is written back byte for byte (its
+    digest is that of its own version's text)."""
+    plain = downgrade(json.loads(to_json(synthetic_result())), "2")
+    plain["suite"]["schema_version"] = "2"
+    plain = reseal(plain)
+    assert validate(plain) == []
+    result = check(plain).result
+    assert result.uncertainty is None and result.faithfulness.ablation is None
+    assert canonical_text(result) == to_json(plain)

@@ -10,9 +10,12 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.submission import check
+from benchmark.submission.codec import to_json
 from benchmark.submission.files import name_digest
 from benchmark.submission.integrity import reseal
+from benchmark.submission.synthetic import synthetic_result
 from benchmark.submission.verified import read_verification
+from benchmark.submission.versions import downgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = ROOT / "submissions"
@@ -58,3 +61,15 @@ def test_a_forged_weight_hash_is_caught_by_verify(run_dirs, tmp_path, capsys):
     code, lines = _verify(target, run_dirs[path.name], capsys)  # the stages of the real pair's re-run
     assert code == 1 and lines[-1].startswith(f"does not verify {target}: 1 value differs")
     assert any("$.models.finetuned.weights_sha256 (" in line and "f" * 64 in line for line in lines)
+
+
+def test_a_row_of_an_older_metric_version_is_refused_with_what_to_do(tmp_path, capsys):
+    """Its numbers follow other definitions: a re-run under today's cannot reproduce them."""
+    plain = downgrade(json.loads(to_json(synthetic_result())), "2")
+    plain["suite"].update(schema_version="2", metric_version="v1")
+    target = tmp_path / "old.json"
+    target.write_text(json.dumps(reseal(plain)))
+    assert check(target).ok
+    assert main(["verify", str(target), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "metric v1" in error and "rescore the pair" in error

@@ -24,6 +24,7 @@ from benchmark.records import Result
 from benchmark.submission import check
 from benchmark.submission.compare import compare
 from benchmark.submission.files import name_digest
+from benchmark.submission.kinds import METRIC_VERSION
 from benchmark.submission.verified import Verification
 from benchmark.zoo.pairs import REFERENCE_PAIRS, PlantedPair, ReferencePair
 
@@ -103,6 +104,11 @@ def verify(
     if not checked.ok:
         raise VerifyError(f"{source} is not a valid result: {checked.problems[0]}; fix it before verifying")
     recorded = checked.result
+    if recorded.suite.metric_version != METRIC_VERSION:
+        raise VerifyError(
+            f"{source} holds metric {recorded.suite.metric_version} numbers and this suite computes "
+            f"{METRIC_VERSION}: a re-run cannot reproduce them; rescore the pair (etbench score) instead"
+        )
     try:
         base, finetuned = recorded_specs(recorded, device)
     except FileNotFoundError as error:
