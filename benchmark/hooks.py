@@ -225,3 +225,49 @@ def head_output_means(
         part = recording.stack().float().sum(dim=0)  # [pos, layer, head, d]
         total = part if total is None else total + part
     return total / len(input_ids)
+
+
+def _residual_hook(positions: torch.Tensor, edit: Callable[[torch.Tensor], torch.Tensor]):
+    """A block's forward hook editing its output residual [batch, pos, d] at `positions` [batch]."""
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        new = hidden.clone()
+        new[rows, positions.to(hidden.device)] = edit(hidden[rows, positions.to(hidden.device)])
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    return hook
+
+
+@contextmanager
+def capture_residual(adapter: ArchitectureAdapter, positions: torch.Tensor) -> Iterator[list]:
+    """Record the residual stream after every layer at `positions` [batch]; the list fills with one
+    [batch, d] tensor per layer (on the CPU, float32)."""
+    recorded: list = [None] * adapter.shape.n_layers
+
+    def recorder(layer: int):
+        def keep(sites: torch.Tensor) -> torch.Tensor:
+            recorded[layer] = sites.detach().float().cpu()
+            return sites
+
+        return keep
+
+    targets = [
+        (adapter.block(layer), _residual_hook(positions, recorder(layer)))
+        for layer in range(adapter.shape.n_layers)
+    ]
+    with _hooks(lambda m, h: m.register_forward_hook(h), targets):
+        yield recorded
+
+
+@contextmanager
+def patch_residual(
+    adapter: ArchitectureAdapter, layer: int, positions: torch.Tensor, values: torch.Tensor
+) -> Iterator[None]:
+    """Overwrite the residual stream after `layer` at `positions` [batch] with `values` [batch, d]."""
+    replace = lambda sites: values.to(sites.device, sites.dtype)  # noqa: E731
+    with _hooks(
+        lambda m, h: m.register_forward_hook(h), [(adapter.block(layer), _residual_hook(positions, replace))]
+    ):
+        yield

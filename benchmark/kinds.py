@@ -40,6 +40,9 @@ Count = Annotated[int, Bounds(0)]
 Positive = Annotated[int, Bounds(1)]
 Sha256 = Annotated[str, Pattern("^[0-9a-f]{64}$")]
 Outcomes = Annotated[str, Pattern("^[01]+$")]  # one character per prompt, in order: 1 right, 0 wrong
+# One character per prompt of a mechanism-mix patch: o(riginal), p(ositional), l(exical), r(eflexive),
+# x (another answer), - (left out: the clean or the counterfactual run answers wrongly).
+MixAnswers = Annotated[str, Pattern("^[oplrx-]+$")]
 Head = Annotated[tuple[Count, Count], Marker.HEAD]  # [layer, head], both counted from 0
 Heads = tuple[Head, ...]
 LayerHeadMatrix = Annotated[tuple[tuple[float, ...], ...], Marker.LAYER_HEAD_MATRIX]  # [layer][head]

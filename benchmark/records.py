@@ -16,7 +16,17 @@ from typing import Literal
 from benchmark.circuit import Group
 from benchmark.data.counterfactuals import Desideratum
 from benchmark.data.words import Vocabulary
-from benchmark.kinds import Count, Heads, LayerHeadMatrix, NonNegative, Outcomes, Positive, Rate, Sha256
+from benchmark.kinds import (
+    Count,
+    Heads,
+    LayerHeadMatrix,
+    MixAnswers,
+    NonNegative,
+    Outcomes,
+    Positive,
+    Rate,
+    Sha256,
+)
 from benchmark.models.identity import ModelRecord
 from benchmark.settings import ScoreSettings
 
@@ -243,6 +253,17 @@ class Curve:
 
 
 @dataclass(frozen=True)
+class PositionDiagnostics:
+    """The circuit run with more kept clean (`benchmark.diagnostics`): every head at every context
+    position, or at every query-segment position; and every head at every group site alone (the ceiling
+    of any four-group circuit under this ablation)."""
+
+    context_kept: FaithfulnessScore
+    query_kept: FaithfulnessScore
+    all_sites: FaithfulnessScore
+
+
+@dataclass(frozen=True)
 class ModelFaithfulness:
     """A model's own circuit inside it, random circuits of the same sizes, and the size curve."""
 
@@ -253,6 +274,7 @@ class ModelFaithfulness:
     # head ablated, the two ends f is measured between.
     full_logit_diffs: tuple[float, ...] | None = None
     empty_logit_diffs: tuple[float, ...] | None = None
+    diagnostics: PositionDiagnostics | None = None  # metric v2; null before
 
 
 @dataclass(frozen=True)
@@ -328,6 +350,41 @@ class CMAP:
 
 
 @dataclass(frozen=True)
+class MixRun:
+    """One mechanism-mix patch: each prompt's answer, and the share of each answer over the kept prompts
+    (null when no prompt is kept)."""
+
+    name: str  # "query_label.layer12", "last.layer3", "group.value_fetcher"
+    answers: MixAnswers
+    original: Rate | None
+    positional: Rate | None
+    lexical: Rate | None
+    reflexive: Rate | None
+    other: Rate | None
+
+
+@dataclass(frozen=True)
+class MechanismMix:
+    """One model's mechanism mix (`benchmark.mechanism`): patches of the query label's and the last token's
+    residual after each layer, and of each circuit group's heads (null: no heads)."""
+
+    n_prompts: Positive
+    n_kept: Count  # prompts both the clean and the counterfactual run answer correctly
+    query_label: tuple[MixRun, ...]  # one per layer
+    last_token: tuple[MixRun, ...]
+    groups: dict[Group, MixRun | None]
+    positional_layer: Count | None  # the first layer whose query-label patch is mostly positional
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """The mechanism mix of both models (null before metric v2, or with fewer than 4 boxes)."""
+
+    base: MechanismMix
+    finetuned: MechanismMix
+
+
+@dataclass(frozen=True)
 class Estimate:
     """One reported number with its bootstrap interval (`settings.bootstrap`): `name` says which number
     (see `benchmark.uncertainty`); null bounds when too few resamples define it."""
@@ -363,3 +420,4 @@ class Result:
     # (`faithfulness` holds the first), and every number's interval.
     other_ablations: tuple[Faithfulness, ...] | None = None
     uncertainty: tuple[Estimate, ...] | None = None
+    mechanism: Mechanism | None = None

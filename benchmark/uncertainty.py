@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from benchmark.data.counterfactuals import MIX_ANSWERS, MIX_CODES
 from benchmark.records import (
     Estimate,
     Faithfulness,
@@ -148,6 +149,10 @@ def _faithfulness_block(result: Result, block: Faithfulness) -> Iterator[Measure
         "finetuned": _score_columns(block.finetuned.own, block.finetuned, outcomes["finetuned"]),
         "cross": _score_columns(block.base_circuit_in_finetuned, block.finetuned, outcomes["finetuned"]),
     }
+    for side in ("base", "finetuned"):
+        model, found = getattr(block, side), getattr(block, side).diagnostics
+        for run in ("context_kept", "query_kept", "all_sites") if found is not None else ():
+            runs[f"{side}.{run}"] = _score_columns(getattr(found, run), model, outcomes[side])
     for name, columns in runs.items():
         if columns is not None:
             yield Measured(f"{prefix}.{name}.ratio", columns[0], _ratio)
@@ -186,8 +191,29 @@ def _dcm(result: Result) -> Iterator[Measured]:
                 yield Measured(name, (bits(mask.test_outcomes),), _mean)
 
 
+def _mechanism(result: Result) -> Iterator[Measured]:
+    """Each group patch's four shares, and the query label's positional and lexical shares per layer."""
+    mechanism = result.mechanism
+    for side in ("base", "finetuned") if mechanism is not None else ():
+        mix = getattr(mechanism, side)
+        runs = [(run, MIX_ANSWERS) for run in mix.groups.values() if run is not None]
+        runs += [(run, ("positional", "lexical")) for run in mix.query_label]
+        for run, answers in runs:
+            kept = tuple(0.0 if c == "-" else 1.0 for c in run.answers)
+            for answer in answers:
+                code = MIX_CODES[MIX_ANSWERS.index(answer)]
+                hits = tuple(1.0 if c == code else 0.0 for c in run.answers)
+                yield Measured(f"mechanism.{side}.{run.name}.{answer}", (hits, kept), _ratio)
+
+
 # Every number that carries an interval, by the part of the result it reads.
-MEASURES: tuple[Callable[[Result], Iterator[Measured]], ...] = (_behaviour, _faithfulness, _cmap, _dcm)
+MEASURES: tuple[Callable[[Result], Iterator[Measured]], ...] = (
+    _behaviour,
+    _faithfulness,
+    _cmap,
+    _dcm,
+    _mechanism,
+)
 
 
 def estimate_all(result: Result) -> tuple[Estimate, ...] | None:

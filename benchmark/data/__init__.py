@@ -11,7 +11,10 @@ _EXPORTS = {
         "DEFAULT_BOXES", "SPLITS", "SUPPORTED_BOXES", "TASK_VERSION", "Context", "DatasetError", "Example",
         "Split", "generate_split", "read_jsonl", "reference_prompts", "render",
     ),
-    "counterfactuals": ("DCM_DESIDERATA", "CounterfactualPair", "Desideratum", "build_pairs"),
+    "counterfactuals": (
+        "DCM_DESIDERATA", "MIX_ANSWERS", "CounterfactualPair", "Desideratum", "MixPair", "build_mix_pairs",
+        "build_pairs",
+    ),
     "tokenization": (
         "EncodedPairs", "EncodedPrompts", "TokenizerError", "TokenPositions", "answer_token_id",
         "check_vocabulary", "encode_examples", "encode_pairs", "encode_prompts", "find_positions",

@@ -98,3 +98,48 @@ def build_pairs(split: Split, desideratum: Desideratum | str, seed: int = 0) -> 
         raise ValueError("the label desideratum needs at least 3 boxes")
     rng = context_rng(split.split_id, desideratum.value, seed)
     return [build_pair(rng, clean, split, desideratum) for clean in split.examples]
+
+
+# The four answers a mechanism-mix counterfactual tells apart, in the order results list them.
+MIX_ANSWERS: tuple[str, ...] = ("original", "positional", "lexical", "reflexive")
+MIX_CODES = "oplr"  # the letter a result writes for each, per prompt ("x": another answer; "-": left out)
+
+
+@dataclass(frozen=True)
+class MixPair:
+    """A clean example and a counterfactual that rearranges the clean context's own objects and labels so
+    that four answers are four different objects (each with its leading space), in `MIX_ANSWERS` order:
+    original (the clean answer), positional (the clean object at the box position the counterfactual
+    queries), lexical (the clean object under the counterfactual's query label) and reflexive (the
+    counterfactual's own answer)."""
+
+    clean: Example
+    counterfactual: Example
+    answers: tuple[str, str, str, str]
+
+
+def build_mix_pair(rng: random.Random, clean: Example) -> MixPair:
+    """Query position j != i; its label is the clean label of box k; its object the clean object of box m;
+    i, j, k, m all different (so at least 4 boxes); the other boxes get the remaining words, shuffled."""
+    n, i = clean.n_boxes, clean.query_index
+    if n < 4:
+        raise DatasetError(f"the mechanism mix needs at least 4 boxes to tell 4 answers apart, got {n}")
+    j = _other_index(rng, n, {i})
+    k = _other_index(rng, n, {i, j})
+    m = _other_index(rng, n, {i, j, k})
+    objects, labels = list(clean.context.objects), list(clean.context.labels)
+    rest_objects = [o for p, o in enumerate(objects) if p != m]
+    rest_labels = [label for p, label in enumerate(labels) if p != k]
+    rng.shuffle(rest_objects)
+    rng.shuffle(rest_labels)
+    rest_objects.insert(j, objects[m])
+    rest_labels.insert(j, labels[k])
+    counterfactual = Example(Context(tuple(rest_objects), tuple(rest_labels)), j)
+    answers = tuple(" " + objects[p] for p in (i, j, k, m))
+    return MixPair(clean, counterfactual, answers)
+
+
+def build_mix_pairs(split: Split, seed: int = 0) -> list[MixPair]:
+    """One mechanism-mix pair per row of `split`, seeded by (split id, "mix", seed)."""
+    rng = context_rng(split.split_id, "mix", seed)
+    return [build_mix_pair(rng, clean) for clean in split.examples]

@@ -214,17 +214,62 @@ def _faithfulness_figure(result: Result) -> str:
         "site only, which is not the whole model.</p>"
     )
     series = [Series("base", faith.base.curve), Series("fine-tuned", faith.finetuned.curve)]
-    baselines = [(f"random ({name})", getattr(faith, side).random.mean) for side, name in SIDES]
-    baselines = [(label, value) for label, value in baselines if value is not None]
-    figures = [curves(series, baselines, "faithfulness over circuit size (mean ablation)")]
+    figures = [curves(series, _baselines(faith, "ratio"), "faithfulness over circuit size (mean ablation)")]
     for block in (faith, *(result.other_ablations or ())):
         if block.base.own.normalized is None:
             continue
         pair = [Series("base", block.base.curve), Series("fine-tuned", block.finetuned.curve)]
-        random = [(f"random ({n})", f) for s, n in SIDES if (f := getattr(block, s).random.normalized_mean)]
         title = f"f over circuit size ({block.ablation} ablation)"
-        figures.append(curves(pair, random, title, NORMALIZED))
+        figures.append(curves(pair, _baselines(block, "normalized"), title, NORMALIZED))
     return note + f'<div class="figures">{"".join(figures)}</div>'
+
+
+def _baselines(block, kind: str) -> list[tuple[str, float]]:
+    """The curve's reference lines: random circuits, and the all-sites ceiling (metric v2), per model."""
+    lines = []
+    for side, name in SIDES:
+        model = getattr(block, side)
+        random = model.random.mean if kind == "ratio" else model.random.normalized_mean
+        lines.append((f"random ({name})", random))
+        if model.diagnostics is not None:
+            ceiling = model.diagnostics.all_sites
+            value = ceiling.faithfulness if kind == "ratio" else ceiling.normalized
+            lines.append((f"ceiling: every head at every group site ({name})", value))
+    return [(label, value) for label, value in lines if value is not None]
+
+
+def _diagnostics(result: Result) -> str:
+    """Per ablation and model: the circuit run and its three position-scoped variants."""
+    rows = []
+    for block in (result.faithfulness, *(result.other_ablations or ())):
+        for side, name in SIDES:
+            model = getattr(block, side)
+            found = model.diagnostics
+            if found is None:
+                continue
+            runs = (model.own, found.context_kept, found.query_kept, found.all_sites)
+            rows.append(
+                (
+                    block.ablation,
+                    name,
+                    *(
+                        f"{r.faithfulness:.3f} / {r.normalized:.3f}"
+                        if r.normalized is not None and r.faithfulness is not None
+                        else MISSING
+                        for r in runs
+                    ),
+                )
+            )
+    if not rows:
+        return ""
+    note = (
+        "<p>Accuracy ratio / f of the circuit run, then of the same run with every head at every context "
+        "position kept clean (up to the context's last label), with every head of the query segment kept "
+        "clean, and of every head kept at every group site and nothing else (the ceiling of any four-group "
+        "circuit).</p>"
+    )
+    headers = ("ablation", "model", "circuit", "context kept", "query kept", "all group sites")
+    return note + _grid(headers, rows)
 
 
 def _uncertainty(result: Result) -> str:
@@ -316,6 +361,7 @@ def detail(entry: Entry) -> str:
             _circuit_figures(result),
             "<h3>Faithfulness</h3>",
             _faithfulness_figure(result),
+            _diagnostics(result),
             "<h3>Numbers with intervals</h3>",
             _uncertainty(result),
             "<h3>DCM overlap</h3>",

@@ -121,6 +121,10 @@ class ArchitectureAdapter:
                 "load the causal language model (for a multimodal checkpoint, its text model)"
             ) from error
 
+    def block(self, layer: int) -> nn.Module:
+        """The decoder block: its output is the residual stream after that layer."""
+        return self._layers[layer]
+
     def attention(self, layer: int) -> nn.Module:
         return _get(self._layers[layer], self.spec.attention)
 

@@ -25,6 +25,8 @@ from benchmark.records import (
     DatasetSplit,
     Faithfulness,
     Hardware,
+    Mechanism,
+    ModelFaithfulness,
     Models,
     NoiseFloor,
     Result,
@@ -66,9 +68,22 @@ def _circuits(outputs: PairOutputs) -> Circuits:
 
 def _faithfulness(outputs: PairOutputs) -> tuple[Faithfulness, ...]:
     """One faithfulness block per ablation, in the settings' order."""
-    base, finetuned = outputs.models
-    reports = zip(base.faithfulness, finetuned.faithfulness, outputs.base_circuit_in_finetuned, strict=True)
-    return tuple(Faithfulness(b.record(), f.record(), cross.record(), b.ablation) for b, f, cross in reports)
+    base, finetuned = outputs.models.map(_model_records)
+    reports = zip(
+        base, finetuned, outputs.base_circuit_in_finetuned, outputs.models.base.faithfulness, strict=True
+    )
+    return tuple(Faithfulness(b, f, cross.record(), report.ablation) for b, f, cross, report in reports)
+
+
+def _model_records(model: ModelOutputs) -> tuple[ModelFaithfulness, ...]:
+    """Each ablation's faithfulness record of one model, with its position-scoped diagnostics."""
+    pairs = zip(model.faithfulness, model.diagnostics, strict=True)
+    return tuple(replace(report.record(), diagnostics=found.record()) for report, found in pairs)
+
+
+def _mechanism(outputs: PairOutputs) -> Mechanism | None:
+    base, finetuned = outputs.models.map(lambda model: model.mechanism)
+    return None if base is None or finetuned is None else Mechanism(base, finetuned)
 
 
 def _dcm(outputs: PairOutputs) -> DCM | None:
@@ -129,5 +144,6 @@ def assemble(outputs: PairOutputs, timing: Timing, device: str) -> Result:
         cmap=outputs.cmap.record() if outputs.cmap is not None else None,
         digest=None,  # sealed when written (`submission.integrity.seal`)
         other_ablations=tuple(others),
+        mechanism=_mechanism(outputs),
     )
     return replace(result, uncertainty=estimate_all(result))

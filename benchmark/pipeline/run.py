@@ -43,14 +43,18 @@ def write_plots(result: Result, directory: Path) -> tuple[Path, ...]:
     """Head-effect heatmaps of both models and their faithfulness curves on one chart (PNG), drawn from
     the result's records."""
     circuits, faithfulness = result.circuits, result.faithfulness
-    random = faithfulness.base.random.mean
+    random, found = faithfulness.base.random.mean, faithfulness.base.diagnostics
+    baselines = {} if random is None else {"random circuits (base)": random}
+    ceiling = found.all_sites.faithfulness if found is not None else None
+    if ceiling is not None:
+        baselines["every head at every group site (base): the ceiling"] = ceiling
     return (
         plot_head_effects(circuits.base, directory / "base_head_effects.png", "base model"),
         plot_head_effects(circuits.finetuned, directory / "finetuned_head_effects.png", "fine-tuned model"),
         plot_faithfulness_curves(
             {"base": faithfulness.base.curve, "fine-tuned": faithfulness.finetuned.curve},
             directory / "faithfulness_curves.png",
-            baselines={} if random is None else {"random circuits (base)": random},
+            baselines=baselines,
         ),
     )
 

@@ -17,6 +17,7 @@ from benchmark.ablation import MEAN, RESAMPLE, AblationSource, ResamplePrompts, 
 from benchmark.cmap import CMAPResult
 from benchmark.data import EncodedPrompts, Split, Vocabulary, check_vocabulary, encode_examples
 from benchmark.dcm import DCMRun, build_dcm_data
+from benchmark.diagnostics import Diagnostics
 from benchmark.faithfulness import FaithfulnessReport, FaithfulnessResult, reference_input_ids
 from benchmark.models import ModelRecord, ModelSpec, check_pair_configs, load_tokenizer, spec_fingerprint
 from benchmark.path_patching.discovery import DiscoveryResult
@@ -26,7 +27,7 @@ from benchmark.pipeline.pair import Pair, Side
 from benchmark.pipeline.rundir import RunDirectory
 from benchmark.pipeline.runner import StageRun, run_stages
 from benchmark.pipeline.stages import SPLITS
-from benchmark.records import DCMOverlap
+from benchmark.records import DCMOverlap, MechanismMix
 from benchmark.settings import ScoreSettings
 
 
@@ -40,6 +41,8 @@ class ModelOutputs:
     faithfulness: tuple[FaithfulnessReport, ...]  # one per ablation, in the settings' order
     dcm: DCMRun | None  # None when the circuit has no heads to mask
     floor: DiscoveryResult | None  # the noise floor's second discovery (None: not asked for)
+    diagnostics: tuple[Diagnostics, ...]  # one per ablation, as `faithfulness`
+    mechanism: MechanismMix | None  # None with fewer than 4 boxes
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,10 @@ class PairOutputs:
         """Typed view of the runner's outputs by stage id."""
 
         def model(side: Side) -> ModelOutputs:
-            names = ("record", "behaviour", "discovery", "faithfulness", "dcm", "discovery_floor")
+            names = (
+                "record", "behaviour", "discovery", "faithfulness", "dcm", "discovery_floor", "diagnostics",
+                "mechanism",
+            )  # fmt: skip
             return ModelOutputs(*(outputs[f"{side.value}.{name}"] for name in names))
 
         return cls(

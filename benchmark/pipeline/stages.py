@@ -15,11 +15,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchmark.cmap import cmap_prompts, cmap_split, run_cmap
-from benchmark.data import Split, Vocabulary, build_pairs, encode_examples, encode_pairs, generate_split
+from benchmark.data import (
+    Split,
+    Vocabulary,
+    build_mix_pairs,
+    build_pairs,
+    encode_examples,
+    encode_pairs,
+    generate_split,
+)
 from benchmark.dcm import dcm_overlap, run_dcm, transfer_accuracies
 from benchmark.dcm.masking import dcm_splits
+from benchmark.diagnostics import run_diagnostics
 from benchmark.faithfulness import ablation_means, cross_model_faithfulness
 from benchmark.faithfulness_curve import evaluate_faithfulness
+from benchmark.mechanism import encode_mix, run_mix
 from benchmark.path_patching.discovery import discover_circuit
 from benchmark.pipeline.behaviour import measure_behaviour
 from benchmark.pipeline.pair import Side
@@ -144,6 +154,27 @@ def _faithfulness(run: ScoreRun, side: Side, inputs: dict):
     )  # fmt: skip
 
 
+def _diagnostics(run: ScoreRun, side: Side, inputs: dict):
+    """Per ablation: the position-scoped runs, between that ablation's full and empty runs."""
+    circuit, study = inputs["discovery"].circuit, run.models.get(side)
+    return tuple(
+        run_diagnostics(
+            study, circuit, run.prompts_for(report.ablation), run.source(report.ablation, inputs["means"]),
+            report.ends, report.ablation, run.settings.batch_size,
+        )
+        for report in inputs["faithfulness"]
+    )  # fmt: skip
+
+
+def _mechanism(run: ScoreRun, side: Side, inputs: dict):
+    if run.settings.n_boxes < 4:
+        return None  # four answers need four boxes
+    study = run.models.get(side)
+    pairs = build_mix_pairs(run.splits["behaviour"], run.settings.behaviour.seed)
+    prompts = encode_mix(study.tokenizer, pairs)
+    return run_mix(study, inputs["discovery"].circuit, prompts, run.settings.batch_size, run.progress)
+
+
 def _dcm(run: ScoreRun, side: Side, inputs: dict):
     circuit = inputs["discovery"].circuit
     if not circuit.all_heads():
@@ -223,6 +254,17 @@ STAGES: tuple[ScoreStage, ...] = (
         about=lambda s: f"DCM masks per group and desideratum ({s.dcm.n_train}/{s.dcm.n_validation}/"
         f"{s.dcm.n_test} train/validation/test pairs)",
         since="v2",
+    ),
+    ScoreStage(
+        "diagnostics", MODEL, run=_diagnostics, reads=lambda s: (s.batch_size,),
+        needs=("means", "discovery", "faithfulness"), splits=("behaviour",), since="v2",
+        about=lambda s: "the circuit run with the context, the query segment, or every group site kept clean",
+    ),
+    ScoreStage(
+        "mechanism", MODEL, run=_mechanism, reads=lambda s: (s.behaviour, s.batch_size), needs=("discovery",),
+        splits=("behaviour",), since="v2",
+        about=lambda s: f"mechanism mix: counterfactual patches of the query label, the last token and each "
+        f"group ({s.behaviour.n_prompts} test prompts)",
     ),
     ScoreStage(
         "discovery_floor", MODEL, run=_floor, reads=lambda s: (s.discovery, s.floor_seed), needs=("means",),

@@ -45,6 +45,7 @@ def _logit_tolerances() -> Iterator[Tolerance]:
         ("*", "full_logit_diffs"), ("*", "empty_logit_diffs"), ("*", "random", "normalized_draws"),
         ("*", "random", "normalized_mean"), ("*", "curve", "points", "normalized"), ("*", "curve", "cpr"),
         ("*", "curve", "cmd"), ("*", "logit_diffs"), ("*", "logit_diff"), ("*", "normalized"),
+        *(("*", "diagnostics", "*", key) for key in ("logit_diffs", "logit_diff", "normalized")),
     )  # fmt: skip
     for block in ("faithfulness", "other_ablations"):
         for path in paths:

@@ -1,10 +1,12 @@
 """Integrity of the metric-v2 numbers: each one recomputed from the per-prompt data the result records.
 
-- every circuit run's accuracy and mean logit difference from its per-prompt outcomes and differences, and
-  f from the means of the circuit, empty and full runs (`records.normalized_faithfulness`);
+- every circuit run's (and position-scoped diagnostic run's) accuracy and mean logit difference from its
+  per-prompt outcomes and differences, and f from the means of the circuit, empty and full runs
+  (`records.normalized_faithfulness`);
 - the unmodified model's logit differences are the same under every ablation (one model, one run);
 - CPR and CMD from the curve's points (`records.curve_area`), the random baseline's mean f from its draws;
 - every CMAP accuracy and DCM test accuracy from its outcomes;
+- each mechanism-mix share from its per-prompt answers, and the first mostly positional layer;
 - each noise floor's IoU from the two circuits' heads;
 - every interval, by running the seeded bootstrap again (`benchmark.uncertainty`): the same numbers.
 Files before metric v2 hold none of these (null), and these checks pass over them.
@@ -16,6 +18,7 @@ import statistics
 from collections.abc import Iterator
 
 from benchmark.circuit import GROUPS, Circuit, head_iou
+from benchmark.data.counterfactuals import MIX_ANSWERS, MIX_CODES
 from benchmark.records import (
     Faithfulness,
     FaithfulnessScore,
@@ -57,6 +60,8 @@ def _check_run(score: FaithfulnessScore, model: ModelFaithfulness, path: str) ->
 
 def _check_model(model: ModelFaithfulness, path: str) -> Iterator[Problem]:
     yield from _check_run(model.own, model, f"{path}.own")
+    for run in ("context_kept", "query_kept", "all_sites") if model.diagnostics is not None else ():
+        yield from _check_run(getattr(model.diagnostics, run), model, f"{path}.diagnostics.{run}")
     curve = model.curve
     for name, value, recorded in (("cpr", cpr_value, curve.cpr), ("cmd", cmd_value, curve.cmd)):
         area = curve_area(curve.points, value) if model.own.outcomes is not None else None
@@ -115,6 +120,28 @@ def check_dcm_outcomes(result: Result) -> Iterator[Problem]:
                 yield _mismatch(path, mask.test_accuracy, _mean(bits(outcomes)), "its test outcomes")
 
 
+def check_mechanism(result: Result) -> Iterator[Problem]:
+    """Each mechanism-mix share from its per-prompt answers, the kept count, and the positional layer."""
+    mechanism = result.mechanism
+    for side in ("base", "finetuned") if mechanism is not None else ():
+        mix, path = getattr(mechanism, side), f"$.mechanism.{side}"
+        runs = [*mix.query_label, *mix.last_token, *(r for r in mix.groups.values() if r is not None)]
+        for run in runs:
+            kept = [c for c in run.answers if c != "-"]
+            if len(run.answers) != mix.n_prompts or len(kept) != mix.n_kept:
+                yield Problem(
+                    f"{path}.{run.name}", f"needs {mix.n_prompts} answers, {mix.n_kept} of them kept"
+                )
+                continue
+            for answer, code in (*zip(MIX_ANSWERS, MIX_CODES, strict=True), ("other", "x")):
+                share = kept.count(code) / len(kept) if kept else None
+                if not _close(getattr(run, answer), share):
+                    yield _mismatch(f"{path}.{run.name}.{answer}", getattr(run, answer), share, "its answers")
+        first = next((i for i, r in enumerate(mix.query_label) if (r.positional or 0) > 0.5), None)
+        if mix.positional_layer != first:
+            yield _mismatch(f"{path}.positional_layer", mix.positional_layer, first, "the query-label curve")
+
+
 def _floor_iou(floor: NoiseFloor, groups: dict) -> dict:
     first, second = Circuit.of(groups), Circuit.of(floor.groups)
     ious = {g.value: head_iou(first.heads(g), second.heads(g)) for g in GROUPS}
@@ -159,4 +186,6 @@ def check_intervals(result: Result) -> Iterator[Problem]:
             yield _mismatch(f"$.uncertainty[{i}].n", (have.n, have.n_contexts), counts, "its rows")
 
 
-RECOMPUTED_CHECKS = (check_logit_runs, check_cmap_outcomes, check_dcm_outcomes, check_floors, check_intervals)
+RECOMPUTED_CHECKS = (
+    check_logit_runs, check_cmap_outcomes, check_dcm_outcomes, check_mechanism, check_floors, check_intervals,
+)  # fmt: skip
