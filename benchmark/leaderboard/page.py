@@ -11,13 +11,21 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from benchmark.leaderboard.svg import NORMALIZED, Series, curves, heatmap, intervals
+from benchmark.leaderboard.sections import (
+    SIDES,
+    diagnostics_section,
+    display,
+    faithfulness_figure,
+    grid,
+    mechanism_section,
+    uncertainty_section,
+)
+from benchmark.leaderboard.svg import heatmap
 from benchmark.leaderboard.table import COLUMNS, MISSING, Column, Entry, dcm_iou, model_label, shown
 from benchmark.records import Result
 from benchmark.submission.kinds import GROUP_NAMES
 
 TITLE = "entity-tracking-bench leaderboard"
-SIDES = (("base", "base"), ("finetuned", "fine-tuned"))  # (result field, display name)
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; margin: 8px 0 24px; }
@@ -40,7 +48,6 @@ svg rect.pruned { fill: none; stroke: #555; stroke-width: 1; stroke-dasharray: 2
 p.note { color: #555; font-size: 12px; }
 svg rect.frame { fill: none; stroke: #999; }
 svg line.one { stroke: #000; stroke-dasharray: 2 2; }
-svg line.base { stroke: #777; stroke-dasharray: 6 3; }
 code { font-size: 12px; }
 div.scroll { overflow-x: auto; }
 """
@@ -85,12 +92,6 @@ _SCRIPT = """
 def anchor(entry: Entry) -> str:
     """A safe element id for a pair's detail section, from its file name."""
     return "detail-" + re.sub(r"[^A-Za-z0-9_-]+", "-", entry.file)
-
-
-def _display(value: object) -> str:
-    if value is None:
-        return MISSING
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _css(column: Column) -> str:
@@ -138,21 +139,10 @@ def table(rows: Sequence[Entry]) -> str:
 
 def _facts_table(facts: Sequence[tuple[str, object]]) -> str:
     rows = "".join(
-        f'<tr><th class="text">{escape(k)}</th><td class="text">{escape(_display(v))}</td></tr>'
+        f'<tr><th class="text">{escape(k)}</th><td class="text">{escape(display(v))}</td></tr>'
         for k, v in facts
     )
     return f"<table>{rows}</table>"
-
-
-def _grid_cell(value: object) -> str:
-    css = "text" if isinstance(value, str) else "num"
-    return f'<td class="{css}">{escape(_display(value))}</td>'
-
-
-def _grid(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_grid_cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _facts(result: Result) -> list[tuple[str, object]]:
@@ -204,99 +194,6 @@ def _circuit_figures(result: Result) -> str:
     return "\n".join(parts)
 
 
-def _faithfulness_figure(result: Result) -> str:
-    faith = result.faithfulness
-    if faith is None:
-        return "<p>Faithfulness did not run.</p>"
-    note = (
-        "<p>Point k keeps the top k heads of the path-patching ranking, each at the site of the group where "
-        "its effect is most negative, and ablates everything else; the 100% point keeps every head at one "
-        "site only, which is not the whole model.</p>"
-    )
-    series = [Series("base", faith.base.curve), Series("fine-tuned", faith.finetuned.curve)]
-    figures = [curves(series, _baselines(faith, "ratio"), "faithfulness over circuit size (mean ablation)")]
-    for block in (faith, *(result.other_ablations or ())):
-        if block.base.own.normalized is None:
-            continue
-        pair = [Series("base", block.base.curve), Series("fine-tuned", block.finetuned.curve)]
-        title = f"f over circuit size ({block.ablation} ablation)"
-        figures.append(curves(pair, _baselines(block, "normalized"), title, NORMALIZED))
-    return note + f'<div class="figures">{"".join(figures)}</div>'
-
-
-def _baselines(block, kind: str) -> list[tuple[str, float]]:
-    """The curve's reference lines: random circuits, and the all-sites ceiling (metric v2), per model."""
-    lines = []
-    for side, name in SIDES:
-        model = getattr(block, side)
-        random = model.random.mean if kind == "ratio" else model.random.normalized_mean
-        lines.append((f"random ({name})", random))
-        if model.diagnostics is not None:
-            ceiling = model.diagnostics.all_sites
-            value = ceiling.faithfulness if kind == "ratio" else ceiling.normalized
-            lines.append((f"ceiling: every head at every group site ({name})", value))
-    return [(label, value) for label, value in lines if value is not None]
-
-
-def _diagnostics(result: Result) -> str:
-    """Per ablation and model: the circuit run and its three position-scoped variants."""
-    rows = []
-    for block in (result.faithfulness, *(result.other_ablations or ())):
-        for side, name in SIDES:
-            model = getattr(block, side)
-            found = model.diagnostics
-            if found is None:
-                continue
-            runs = (model.own, found.context_kept, found.query_kept, found.all_sites)
-            rows.append(
-                (
-                    block.ablation,
-                    name,
-                    *(
-                        f"{r.faithfulness:.3f} / {r.normalized:.3f}"
-                        if r.normalized is not None and r.faithfulness is not None
-                        else MISSING
-                        for r in runs
-                    ),
-                )
-            )
-    if not rows:
-        return ""
-    note = (
-        "<p>Accuracy ratio / f of the circuit run, then of the same run with every head at every context "
-        "position kept clean (up to the context's last label), with every head of the query segment kept "
-        "clean, and of every head kept at every group site and nothing else (the ceiling of any four-group "
-        "circuit).</p>"
-    )
-    headers = ("ablation", "model", "circuit", "context kept", "query kept", "all group sites")
-    return note + _grid(headers, rows)
-
-
-def _uncertainty(result: Result) -> str:
-    """The main numbers as dots with their 95% intervals, then every estimate in a table."""
-    if not result.uncertainty:
-        return "<p>This result predates intervals (metric v1): its numbers carry none.</p>"
-    main = [e for e in result.uncertainty if e.low is not None and _charted(e.name)]
-    chart = intervals(
-        [(e.name, e.value, e.low, e.high) for e in main], "95% intervals (bootstrap over contexts)"
-    )
-    note = (
-        f"<p>Each interval resamples whole contexts {result.settings.bootstrap.n_resamples} times (seed "
-        f"{result.settings.bootstrap.seed}); a change (fine-tuned minus base) is paired over the same "
-        "contexts. n: prompts; contexts: the independent units.</p>"
-    )
-    rows = [(e.name, e.value, e.low, e.high, e.n, e.n_contexts) for e in result.uncertainty]
-    table = _grid(("number", "value", "low", "high", "n", "contexts"), rows)
-    return note + chart + table
-
-
-def _charted(name: str) -> bool:
-    """The estimates the interval chart shows: accuracies, faithfulness of the base circuit, CMAP gains."""
-    return name.startswith("behaviour.") or name.endswith(
-        ("base.ratio", "base.normalized", "cross.normalized")
-    )
-
-
 def _dcm_table(result: Result) -> str:
     """Per (group, desideratum): IoU ("undefined" for two empty sets) and the base heads' accuracies."""
     if result.dcm is None:
@@ -317,7 +214,7 @@ def _dcm_table(result: Result) -> str:
         "model and in the fine-tuned one (test pairs).</p>"
     )
     headers = ("group", "desideratum", "IoU", "accuracy, base heads patched in base", "... in fine-tuned")
-    return note + _grid(headers, rows)
+    return note + grid(headers, rows)
 
 
 def _undefined(value: float | None) -> float | str:
@@ -346,7 +243,7 @@ def _cmap_table(result: Result) -> str:
         f"a gap of {gap:+.3f}, {defined}. Change = accuracy patched - accuracy of the base. "
         f"A dash: the group has no heads.</p>"
     )
-    return note + _grid(("heads patched", "n heads", "accuracy patched", "change", "gain"), rows)
+    return note + grid(("heads patched", "n heads", "accuracy patched", "change", "gain"), rows)
 
 
 def detail(entry: Entry) -> str:
@@ -360,10 +257,12 @@ def detail(entry: Entry) -> str:
             "<h3>Circuits</h3>",
             _circuit_figures(result),
             "<h3>Faithfulness</h3>",
-            _faithfulness_figure(result),
-            _diagnostics(result),
+            faithfulness_figure(result),
+            diagnostics_section(result),
+            "<h3>Mechanism mix</h3>",
+            mechanism_section(result),
             "<h3>Numbers with intervals</h3>",
-            _uncertainty(result),
+            uncertainty_section(result),
             "<h3>DCM overlap</h3>",
             _dcm_table(result),
             "<h3>CMAP</h3>",

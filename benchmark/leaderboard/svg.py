@@ -221,8 +221,12 @@ def curves(
         legend.append((colour_, "", f"{item.label} ({drawn.areas(item.curve)})"))
     for label, value in baselines:
         _, y = at(0, value)
-        body.append(f'<line x1="{box[0]}" y1="{y:.1f}" x2="{box[0] + box[2]}" y2="{y:.1f}" class="base"/>')
-        legend.append(("#777", "6 3", f"{label}: {value:.3f}"))
+        colour_, dash = ("#b8860b", "1 3") if label.startswith("ceiling") else ("#777", "6 3")
+        body.append(
+            f'<line x1="{box[0]}" y1="{y:.1f}" x2="{box[0] + box[2]}" y2="{y:.1f}" stroke="{colour_}" '
+            f'stroke-dasharray="{dash}"/>'
+        )
+        legend.append((colour_, dash, f"{label}: {value:.3f}"))
     legend.append(("#000", "2 2", "faithfulness 1 (the circuit does what the model does)"))
     width, height = CURVE_SIZE
     body += _legend(legend, box[0], height + 4)
@@ -257,3 +261,30 @@ def intervals(items: Sequence[tuple[str, float, float, float]], title: str) -> s
         )
         body.append(f'<circle cx="{x(value):.1f}" cy="{y:.1f}" r="3.5" fill="#000"/>')
     return _svg(width, bottom + 22, title, body)
+
+
+def layer_shares(runs: Sequence, title: str) -> str:
+    """Each mechanism-mix answer's share (y, 0 to 1) over the patched layer (x), one line per answer."""
+    width, left, top, plot_w, plot_h = 460, 50, 28, 380, 170
+    height = top + plot_h + 40 + 4 * LEGEND_ROW
+    n = max(len(runs) - 1, 1)
+    at = lambda i, v: (left + i / n * plot_w, top + (1 - v) * plot_h)  # noqa: E731
+    body = [f'<text x="{left}" y="16" class="t">{escape(title)}</text>']
+    body.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>')
+    for tick in (0.0, 0.5, 1.0):
+        body.append(f'<text x="{left - 6}" y="{at(0, tick)[1] + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for i in _ticks(len(runs)):
+        body.append(f'<text x="{at(i, 0)[0]:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{i}</text>')
+    body.append(
+        f'<text x="{left + plot_w / 2}" y="{top + plot_h + 28}" text-anchor="middle">layer patched</text>'
+    )
+    legend = []
+    for colour_, answer in zip(
+        CURVE_COLOURS, ("positional", "lexical", "reflexive", "original"), strict=True
+    ):
+        points = [at(i, v) for i, run in enumerate(runs) if (v := getattr(run, answer)) is not None]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{colour_}" stroke-width="2"/>')
+        legend.append((colour_, "", f"{answer} share"))
+    body += _legend(legend, left, top + plot_h + 48)
+    return _svg(width, height, title, body)
