@@ -195,12 +195,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def summary(result, file: str = "") -> str:
-    """The pair's leaderboard row, one column per line."""
-    from benchmark.leaderboard.table import COLUMNS, row_values
+    """The pair's leaderboard row, one column per line, numbers with their 95% intervals."""
+    from benchmark.leaderboard.table import COLUMNS, row_intervals, row_values, shown
 
-    values = row_values(result, file)
-    shown = lambda value: f"{value:.3f}" if isinstance(value, float) else value  # noqa: E731
-    rows = [(column.title, shown(values.get(column.key))) for column in COLUMNS if column.key in values]
+    values, intervals = row_values(result, file), row_intervals(result)
+    rows = [
+        (
+            column.title,
+            None if values[column.key] is None else shown(values[column.key], intervals.get(column.key)),
+        )
+        for column in COLUMNS
+    ]
     return tabulate(rows, tablefmt="github", missingval="-", disable_numparse=True)
 
 

@@ -74,7 +74,8 @@ def test_an_interrupted_run_resumes_without_redoing_finished_stages(pair, tmp_pa
         score_module, "measure_behaviour", lambda *a, **k: behaviours.append(1) or original_behaviour(*a, **k)
     )
     resumed = _score(pair, tmp_path / "run")
-    assert len(calls) == 1, "only the fine-tuned model's discovery was left to run"
+    # Left to run: the fine-tuned model's discovery and both noise-floor discoveries (after DCM).
+    assert len(calls) == 3
     assert len(behaviours) == 1, "only the fine-tuned model's behaviour was left to run"
     assert validate(resumed.path) == []
 
@@ -110,7 +111,7 @@ def test_a_stage_whose_settings_changed_reruns(pair, tmp_path, monkeypatch):
     _score(pair, tmp_path / "run")
     assert calls == []
     _score(pair, tmp_path / "run", seed=1)
-    assert len(calls) == 2
+    assert len(calls) == 4  # each model's circuit and its noise floor
 
 
 def test_cli_score_prints_the_row_and_missing_models_are_clear_errors(pair, tmp_path, capsys):
@@ -149,5 +150,6 @@ def test_summary_row_shows_three_decimals_and_dashes():
     result = synthetic_result()
     text = summary(result, "x.json")
     accuracy = next(line for line in text.splitlines() if line.startswith("| base acc "))
-    assert accuracy.split("|")[2].strip() == f"{result.behaviour.base.accuracy:.3f}"
+    low, high = next((e.low, e.high) for e in result.uncertainty if e.name == "behaviour.base.accuracy")
+    assert accuracy.split("|")[2].strip() == f"{result.behaviour.base.accuracy:.3f} [{low:.3f}, {high:.3f}]"
     assert "| file " in text and "x.json" in text
