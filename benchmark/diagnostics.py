@@ -9,7 +9,8 @@ runs):
 - query kept: the circuit, plus every head at every query-segment position (the tokens after the
   context's last label: the closing period, then "Box X contains the") left clean.
 - all sites: every head kept at every group site (last token, query label, its earlier occurrence) and
-  nothing else: the most any four-group circuit can reach under this ablation, the curve's ceiling.
+  nothing else: everything a four-group circuit could keep. Not an upper bound on its faithfulness:
+  under ablation, keeping more heads clean can lower it.
 """
 
 from __future__ import annotations

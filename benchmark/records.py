@@ -255,8 +255,8 @@ class Curve:
 @dataclass(frozen=True)
 class PositionDiagnostics:
     """The circuit run with more kept clean (`benchmark.diagnostics`): every head at every context
-    position, or at every query-segment position; and every head at every group site alone (the ceiling
-    of any four-group circuit under this ablation)."""
+    position, or at every query-segment position; and every head at every group site alone (everything a
+    four-group circuit could keep)."""
 
     context_kept: FaithfulnessScore
     query_kept: FaithfulnessScore

@@ -53,7 +53,7 @@ def faithfulness_figure(result: Result) -> str:
 
 
 def _baselines(block, kind: str) -> list[tuple[str, float]]:
-    """The curve's reference lines: random circuits, and the all-sites ceiling (metric v2), per model."""
+    """Reference lines of the curve, per model: random circuits; all heads at all group sites (metric v2)."""
     lines = []
     for side, name in SIDES:
         model = getattr(block, side)
@@ -62,7 +62,7 @@ def _baselines(block, kind: str) -> list[tuple[str, float]]:
         if model.diagnostics is not None:
             ceiling = model.diagnostics.all_sites
             value = ceiling.faithfulness if kind == "ratio" else ceiling.normalized
-            lines.append((f"ceiling: every head at every group site ({name})", value))
+            lines.append((f"all heads at all group sites ({name})", value))
     return [(label, value) for label, value in lines if value is not None]
 
 
@@ -101,7 +101,8 @@ def mechanism_section(result: Result) -> str:
 def diagnostics_section(result: Result) -> str:
     """Per ablation and model: the circuit run and its three position-scoped variants."""
     rows = []
-    for block in (result.faithfulness, *(result.other_ablations or ())):
+    blocks = (result.faithfulness, *(result.other_ablations or ())) if result.faithfulness else ()
+    for block in blocks:
         for side, name in SIDES:
             model = getattr(block, side)
             found = model.diagnostics
@@ -125,8 +126,8 @@ def diagnostics_section(result: Result) -> str:
     note = (
         "<p>Accuracy ratio / f of the circuit run, then of the same run with every head at every context "
         "position kept clean (up to the context's last label), with every head of the query segment kept "
-        "clean, and of every head kept at every group site and nothing else (the ceiling of any four-group "
-        "circuit).</p>"
+        "clean, and of every head kept at every group site and nothing else (what a four-group circuit "
+        "could keep at most; not an upper bound, since keeping more heads can lower faithfulness).</p>"
     )
     headers = ("ablation", "model", "circuit", "context kept", "query kept", "all group sites")
     return note + grid(headers, rows)

@@ -221,7 +221,7 @@ def curves(
         legend.append((colour_, "", f"{item.label} ({drawn.areas(item.curve)})"))
     for label, value in baselines:
         _, y = at(0, value)
-        colour_, dash = ("#b8860b", "1 3") if label.startswith("ceiling") else ("#777", "6 3")
+        colour_, dash = ("#b8860b", "1 3") if label.startswith("all heads") else ("#777", "6 3")
         body.append(
             f'<line x1="{box[0]}" y1="{y:.1f}" x2="{box[0] + box[2]}" y2="{y:.1f}" stroke="{colour_}" '
             f'stroke-dasharray="{dash}"/>'

@@ -47,7 +47,7 @@ def write_plots(result: Result, directory: Path) -> tuple[Path, ...]:
     baselines = {} if random is None else {"random circuits (base)": random}
     ceiling = found.all_sites.faithfulness if found is not None else None
     if ceiling is not None:
-        baselines["every head at every group site (base): the ceiling"] = ceiling
+        baselines["all heads at all group sites (base)"] = ceiling
     return (
         plot_head_effects(circuits.base, directory / "base_head_effects.png", "base model"),
         plot_head_effects(circuits.finetuned, directory / "finetuned_head_effects.png", "fine-tuned model"),
