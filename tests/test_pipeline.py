@@ -153,3 +153,12 @@ def test_summary_row_shows_three_decimals_and_dashes():
     low, high = next((e.low, e.high) for e in result.uncertainty if e.name == "behaviour.base.accuracy")
     assert accuracy.split("|")[2].strip() == f"{result.behaviour.base.accuracy:.3f} [{low:.3f}, {high:.3f}]"
     assert "| file " in text and "x.json" in text
+
+
+def test_the_noise_floor_on_the_same_prompts_is_exactly_one(pair, tmp_path):
+    """The second discovery given the first one's own prompts (its seed) finds the same circuit."""
+    scored = _score(pair, tmp_path / "run", floor_seed=preset_settings("cpu-small").discovery.seed)
+    for side in ("base", "finetuned"):
+        floor = getattr(scored.result.circuits, f"{side}_floor")
+        assert floor.iou.overall == 1.0 and set(floor.iou.groups.values()) == {1.0}
+        assert floor.groups == getattr(scored.result.circuits, side).groups
