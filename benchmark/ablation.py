@@ -23,7 +23,6 @@ from benchmark.accuracy import iter_last_token_logits
 from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, mean_ablate, patch_head_outputs
 from benchmark.models import ModelUnderStudy
-from benchmark.records import normalized_faithfulness  # noqa: F401  (the definition, re-exported)
 from benchmark.settings import ABLATIONS
 
 MEAN, RESAMPLE = ABLATIONS

@@ -27,6 +27,7 @@ from benchmark.data import (
 from benchmark.dcm.overlap import resolve_groups
 from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.kinds import defined, outcome_text
+from benchmark.measures import cmap_gain
 from benchmark.models import (
     ArchitectureAdapter,
     ModelPair,
@@ -37,7 +38,7 @@ from benchmark.models import (
 )
 from benchmark.models.loading import load_tokenizer
 from benchmark.models.pairs import config_differences
-from benchmark.records import CMAP, CMAPEntry, cmap_gain
+from benchmark.records import CMAP, CMAPEntry
 from benchmark.settings import CMAPConfig
 
 CIRCUIT = "circuit"  # the name of the whole-circuit entry
@@ -116,7 +117,7 @@ def cmap_prompts(tokenizer, config: CMAPConfig | None = None, split: Split | Non
     return encode_examples(tokenizer, split.examples[: config.n_prompts])
 
 
-gain = cmap_gain  # the definition lives with the records (the bootstrap recomputes it)
+gain = cmap_gain  # defined in `benchmark.measures` (the bootstrap and the checks recompute it)
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,9 @@ from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts, Split, encode_prompts, reference_prompts
 from benchmark.hooks import head_output_means
 from benchmark.kinds import defined, outcome_text
+from benchmark.measures import cmd_value, cpr_value, curve_area, normalized_faithfulness
 from benchmark.models import HeadShape, ModelUnderStudy
-from benchmark.records import (
-    Curve,
-    CurvePoint,
-    FaithfulnessScore,
-    ModelFaithfulness,
-    RandomBaseline,
-    cmd_value,
-    cpr_value,
-    curve_area,
-    normalized_faithfulness,
-)
+from benchmark.records import Curve, CurvePoint, FaithfulnessScore, ModelFaithfulness, RandomBaseline
 from benchmark.settings import FaithfulnessConfig
 
 Source = AblationSource | torch.Tensor  # a bare tensor: the means of mean ablation

@@ -25,15 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from benchmark.data.counterfactuals import MIX_ANSWERS, MIX_CODES
-from benchmark.records import (
-    Estimate,
-    Faithfulness,
-    FaithfulnessScore,
-    ModelFaithfulness,
-    Result,
-    cmap_gain,
-    normalized_faithfulness,
-)
+from benchmark.measures import cmap_gain, normalized_faithfulness
+from benchmark.records import Estimate, Faithfulness, FaithfulnessScore, ModelFaithfulness, Result
 from benchmark.settings import BootstrapConfig
 
 Column = tuple[float, ...]  # one value per prompt, in the split's row order

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import fields, is_dataclass, replace
 
 from benchmark.circuit import head_iou
-from benchmark.records import CMAP, Accuracy, Curve, Faithfulness, FaithfulnessScore, Result, curve_area
+from benchmark.measures import curve_area
+from benchmark.records import CMAP, Accuracy, Curve, Faithfulness, FaithfulnessScore, Result
 from benchmark.settings import PRESETS, ScoreSettings, preset_settings
 from benchmark.submission.checks import Problem, regenerated_split
 from benchmark.submission.codec import to_json

@@ -2,9 +2,9 @@
 
 - every circuit run's (and position-scoped diagnostic run's) accuracy and mean logit difference from its
   per-prompt outcomes and differences, and f from the means of the circuit, empty and full runs
-  (`records.normalized_faithfulness`);
+  (`measures.normalized_faithfulness`);
 - the unmodified model's logit differences are the same under every ablation (one model, one run);
-- CPR and CMD from the curve's points (`records.curve_area`), the random baseline's mean f from its draws;
+- CPR and CMD from the curve's points (`measures.curve_area`), the random baseline's mean f from its draws;
 - every CMAP accuracy and DCM test accuracy from its outcomes;
 - each mechanism-mix share from its per-prompt answers, and the first mostly positional layer;
 - each noise floor's IoU from the two circuits' heads;
@@ -19,17 +19,8 @@ from collections.abc import Iterator
 
 from benchmark.circuit import GROUPS, Circuit, head_iou
 from benchmark.data.counterfactuals import MIX_ANSWERS, MIX_CODES
-from benchmark.records import (
-    Faithfulness,
-    FaithfulnessScore,
-    ModelFaithfulness,
-    NoiseFloor,
-    Result,
-    cmd_value,
-    cpr_value,
-    curve_area,
-    normalized_faithfulness,
-)
+from benchmark.measures import cmd_value, cpr_value, curve_area, normalized_faithfulness
+from benchmark.records import Faithfulness, FaithfulnessScore, ModelFaithfulness, NoiseFloor, Result
 from benchmark.submission.checks import Problem
 from benchmark.submission.integrity import _close, _cmap_entries, _mismatch, faithfulness_blocks
 from benchmark.uncertainty import bits, estimate_all

@@ -16,6 +16,7 @@ from benchmark import records as r
 from benchmark import settings as c
 from benchmark.data.words import Vocabulary
 from benchmark.kinds import Heads, outcome_text
+from benchmark.measures import curve_area
 from benchmark.models.identity import HeadShape, ModelRecord
 from benchmark.submission import kinds
 from benchmark.submission.integrity import seal
@@ -177,7 +178,7 @@ def _model_faithfulness(rng: random.Random, full: float, settings: c.ScoreSettin
         level = min(full, level + _share(rng, n, 0.2, 0.5))
         k = max(1, round(fraction * 16))
         points.append(r.CurvePoint(fraction, k, level, level / full))
-    area = r.curve_area(tuple(points))
+    area = curve_area(tuple(points))
     return r.ModelFaithfulness(
         _score(rng, full, n), r.RandomBaseline(mean, std, draws, 0), r.Curve(tuple(points), area)
     )
