@@ -23,6 +23,7 @@ from benchmark.accuracy import iter_last_token_logits
 from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, mean_ablate, patch_head_outputs
 from benchmark.models import ModelUnderStudy
+from benchmark.models.study import model_device
 from benchmark.settings import ABLATIONS
 
 MEAN, RESAMPLE = ABLATIONS
@@ -82,7 +83,7 @@ def ablate(
     [batch, pos, layer, head, d], are patched in where `keep` is false."""
     if source.name == MEAN:
         return mean_ablate(study.adapter, source.means, keep=keep)
-    device = next(study.model.parameters()).device
+    device = model_device(study.model)
     with capture_head_outputs(study.adapter, to_device=device) as recording:
         study.model(rows.counterfactual_ids.to(device), use_cache=False)
     values = recording.stack()  # [batch, pos, layer, head, d]

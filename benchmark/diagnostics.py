@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmark.circuit import GROUPS, Circuit
-from benchmark.circuit_run import group_positions, keep_mask
+from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts
 from benchmark.faithfulness import Ends, FaithfulnessResult, Source, mask_faithfulness
 from benchmark.models import ModelUnderStudy
@@ -54,11 +54,10 @@ def _with_positions(circuit: Circuit, rows: EncodedPrompts, positions: torch.Ten
 
 
 def all_sites_mask(rows: EncodedPrompts, shape) -> torch.Tensor:
-    """[batch, pos, layer, head]: every head at each group's site."""
-    keep = torch.zeros(len(rows), rows.input_ids.shape[1], shape.n_layers, shape.n_heads, dtype=torch.bool)
-    for group in GROUPS:
-        keep[torch.arange(len(rows)), group_positions(group, rows)] = True
-    return keep
+    """[batch, pos, layer, head]: every head at each group's site (the keep mask of a circuit that puts
+    every head in every group)."""
+    every = [(layer, head) for layer in range(shape.n_layers) for head in range(shape.n_heads)]
+    return keep_mask(Circuit.of({group: every for group in GROUPS}), rows, shape.n_layers, shape.n_heads)
 
 
 def run_diagnostics(

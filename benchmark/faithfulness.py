@@ -110,8 +110,7 @@ class RandomCircuits:
     def record(self) -> RandomBaseline:
         draws = tuple(defined(f) for f in self.faithfulness)
         normalized = tuple(defined(result.normalized) for result in self.results)
-        known = [f for f in normalized if f is not None]
-        mean = statistics.fmean(known) if known and len(known) == len(normalized) else None
+        mean = statistics.fmean(normalized) if normalized and None not in normalized else None
         return RandomBaseline(defined(self.mean), defined(self.std), draws, self.seed, normalized, mean)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import forward_last
+from benchmark.accuracy import forward_last, score_accuracy
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group
 from benchmark.circuit_run import site_positions
 from benchmark.data import MIX_ANSWERS, EncodedPrompts, MixPair, encode_examples
@@ -76,21 +76,8 @@ def mix_run(name: str, answers: str) -> MixRun:
 
 
 def _predict(model, prompts: EncodedPrompts, batch_size: int, intervention=None) -> torch.Tensor:
-    """Argmax token at the last position of every row, optionally under a per-batch intervention."""
-    device, parts = model_device(model), []
-    for start in range(0, len(prompts), batch_size):
-        rows = prompts.select(slice(start, start + batch_size))
-        with intervention(rows) if intervention else _nothing():
-            parts.append(forward_last(model, rows.input_ids.to(device)).argmax(-1).cpu())
-    return torch.cat(parts)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    """Argmax token at the last position of every row [rows], optionally under a per-batch intervention."""
+    return torch.tensor(score_accuracy(model, prompts, batch_size, intervention=intervention).predicted_ids)
 
 
 @torch.inference_mode()
