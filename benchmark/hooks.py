@@ -6,6 +6,7 @@ Every primitive is a context manager that removes its hooks on exit, also after 
 - `capture_head_outputs` / `capture_qkv`: record heads at chosen positions during a forward pass.
 - `patch_head_outputs` / `patch_qkv`: overwrite heads (where a mask says so) with given values.
 - `mean_ablate`: `patch_head_outputs` with per-position means from a reference set.
+- `stop_after`: end a forward pass as soon as a module has run, when nothing later is read.
 
 Shapes: `positions` is [batch, site] (token index of each site in each row; None = every position);
 head values are [batch, site, layer, head, head_dim]; masks broadcast to [batch, site, layer, head].
@@ -113,6 +114,28 @@ def edit_qkv(
         yield
 
 
+class _Stopped(Exception):
+    """Raised by `stop_after`'s hook to end a forward pass early; caught by `stop_after` itself."""
+
+
+@contextmanager
+def stop_after(module: nn.Module) -> Iterator[None]:
+    """A forward pass run as the last statement of the block ends once `module` has run: the layers above
+    it and the unembedding are skipped (what hooks recorded up to there is complete), and the pass returns
+    nothing. The modules stay unmodified; a hook raises and this context manager catches it."""
+
+    def hook(module, args, output):
+        raise _Stopped
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        handle.remove()
+
+
 @dataclass
 class Recording:
     """Values captured during a forward pass; `stack()` gives [batch, site, layer, head, d]."""
@@ -125,9 +148,10 @@ class Recording:
         return torch.stack(self.per_layer, dim=2)
 
 
-def _recorder(recording: Recording, detach_to: torch.device | None) -> SiteEdit:
+def _recorder(recording: Recording, detach_to: torch.device | None, keep_graph: bool = False) -> SiteEdit:
     def edit(sites: torch.Tensor, index: int) -> torch.Tensor:
-        recording.per_layer[index] = sites.detach().to(detach_to or sites.device, copy=True)
+        kept = sites if keep_graph else sites.detach().to(detach_to or sites.device, copy=True)
+        recording.per_layer[index] = kept
         return sites
 
     return edit
@@ -150,10 +174,13 @@ def capture_qkv(
     positions: torch.Tensor | None = None,
     layers=None,
     to_device=None,
+    keep_graph: bool = False,
 ) -> Iterator[Recording]:
-    """Record q, k or v at `positions`; the recording stacks to [batch, site, layer, qkv_head, d]."""
+    """Record q, k or v at `positions`; the recording stacks to [batch, site, layer, qkv_head, d]. With
+    `keep_graph` the recorded tensors stay in the autograd graph (attribution patching differentiates
+    through them)."""
     recording = Recording([None] * len(_resolve_layers(adapter, layers)))
-    with edit_qkv(adapter, kind, _recorder(recording, to_device), positions, layers):
+    with edit_qkv(adapter, kind, _recorder(recording, to_device, keep_graph), positions, layers):
         yield recording
 
 

@@ -1,5 +1,7 @@
 """Known-answer tests of path patching: batched sweep against the plain loop, zeros, selection, pruning."""
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -10,7 +12,8 @@ from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs, build_pairs, encode_pairs, generate_split
 from benchmark.hooks import capture_head_outputs, head_output_means, patch_head_outputs
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
-from benchmark.path_patching import STAGES, StageEffects, sweep_stage
+from benchmark.path_patching import STAGES, StageEffects, sweep, sweep_stage
+from benchmark.path_patching.attribution import attribution_effects
 from benchmark.path_patching.discovery import DiscoveryConfig, discover_circuit, prune_minimal, select_heads
 from benchmark.path_patching.reference import reference_stage
 
@@ -136,3 +139,44 @@ def test_a_stage_without_receivers_is_skipped_not_run(tiny):
     )
     assert result.stages[0].effects is not None and result.stages[0].selected == ()
     assert all(s.effects is None and s.skipped_because for s in result.stages[1:])
+
+
+def test_a_sweep_of_some_senders_equals_the_full_sweep_there_and_leaves_the_rest_unmeasured(tiny):
+    model, adapter, pairs = tiny
+    study, stage = ModelUnderStudy(model, adapter), STAGES[0]
+    full = sweep_stage(study, pairs, stage, progress=False)
+    some = [(0, 1), (adapter.shape.n_layers - 1, 0)]
+    part = sweep_stage(study, pairs, stage, senders=some, progress=False)
+    for head in some:
+        assert part.mean[head] == full.mean[head]
+    assert int(part.mean.isnan().sum()) == adapter.shape.n_layers * adapter.shape.n_heads - len(some)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.group.value)
+def test_attribution_is_the_first_order_term_of_the_exact_effect(tiny, stage):
+    """With the counterfactual moved only eps of the way from the clean outputs, the exact effect is
+    eps * the AtP estimate up to O(eps^2): the gradient through both passes is right, for every stage
+    (effects are relative to p_null, so the estimate is compared with exact / eps)."""
+    model, _, pairs = tiny
+    study, eps = ModelUnderStudy.of(copy.deepcopy(model).double()), 3e-3  # float64: effects are ~1e-5
+    runs = sweep.prepare(study, pairs, stage, batch_size=32)
+    near = sweep.SiteRuns(
+        runs.pairs, runs.positions, runs.z_clean, runs.z_clean + eps * (runs.z_cf - runs.z_clean)
+    )
+    exact = sweep_stage(study, pairs, stage, _receivers(stage), progress=False, site_runs=near)
+    estimate = attribution_effects(study, near, stage, _receivers(stage))
+    assert estimate.mean.abs().max() > 1e-7  # not two zero arrays
+    scale = float(exact.mean.abs().max())
+    # within 3% of the largest effect: p(answer) is a float32 softmax, whose rounding is ~1% of effects
+    # this small; a wrong gradient (a missed path, a wrong sign) is off by 100%
+    torch.testing.assert_close(estimate.mean, exact.mean, atol=0.03 * scale, rtol=0)
+
+
+def test_attribution_is_zero_for_a_counterfactual_equal_to_the_clean_prompt(tiny):
+    model, adapter, pairs = tiny
+    same = EncodedPairs(pairs.clean, pairs.clean, pairs.target_ids)
+    study = ModelUnderStudy(model, adapter)
+    for stage in STAGES:
+        runs = sweep.prepare(study, same, stage, batch_size=32)
+        estimate = attribution_effects(study, runs, stage, _receivers(stage))
+        assert torch.equal(estimate.mean, torch.zeros_like(estimate.mean))

@@ -86,6 +86,15 @@ class ModelUnderStudy:
         layers = getattr(cache, "layers", None)
         return layers[layer].values if layers is not None else cache.value_cache[layer]
 
+    @staticmethod
+    def set_cached_values(cache, layer: int, values: torch.Tensor) -> None:
+        """Replace the cached v of one layer by `values` [batch, kv_head, pos, d] (same shape)."""
+        layers = getattr(cache, "layers", None)
+        if layers is not None:
+            layers[layer].values = values
+        else:
+            cache.value_cache[layer] = values
+
 
 # Opens a model for a `with` block (and may release it after): how CMAP holds one model at a time.
 Opener = Callable[[], AbstractContextManager[ModelUnderStudy]]

