@@ -10,7 +10,7 @@ and both keep only the heads they patch, on the CPU, so large models need not st
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +43,11 @@ class HeadCache:
     def layers(self) -> tuple[int, ...]:
         """Layers holding at least one cached head, ascending."""
         return mask_layers(self.mask)
+
+    def at_site(self, site: int) -> HeadCache:
+        """The heads of one site alone (mask [1, layer, head]): a patch of that site, without the others'."""
+        before, n = int(self.mask[:site].sum()), int(self.mask[site].sum())  # values are site-major
+        return HeadCache(self.mask[site : site + 1], self.values[:, before : before + n])
 
     def subset(self, keep: torch.Tensor) -> HeadCache:
         """Only the heads where `keep` [site, layer, head] is true; they must all be cached."""
@@ -122,8 +127,6 @@ def patch_from_cache(
     _check_positions(positions, input_ids)
     if len(cache) != len(input_ids):
         raise ValueError(f"the cache holds {len(cache)} rows but {len(input_ids)} prompts are patched")
-    layers = cache.layers
-    selected = cache.mask[:, list(layers)]  # [site, layer in `layers`, head]
     cursor = 0
 
     def intervene(batch: EncodedPrompts):
@@ -132,11 +135,22 @@ def patch_from_cache(
         if cursor + len(batch) > len(input_ids) or not torch.equal(batch.input_ids, input_ids[rows]):
             raise RuntimeError("cached patch: batches must come in row order of the cached prompts")
         cursor = (cursor + len(batch)) % len(input_ids)
-        if not layers:
-            return nullcontext()
-        n_sites, n_heads, d = selected.shape[0], adapter.shape.n_heads, cache.values.shape[-1]
-        dense = cache.values.new_zeros(len(batch), n_sites, len(layers), n_heads, d)
-        dense[:, selected] = cache.values[rows]
-        return patch_head_outputs(adapter, dense, positions[rows], selected[None], layers)
+        return cached_patch(adapter, cache, rows, positions[rows])
 
     return intervene
+
+
+def cached_patch(
+    adapter: ArchitectureAdapter, cache: HeadCache, rows: slice | torch.Tensor, positions: torch.Tensor
+) -> AbstractContextManager:
+    """Hooks writing the cached heads of `rows` at `positions` [batch, site] of the next forward pass (token
+    indices of that pass: inside the suffix when it continues a cached prefix)."""
+    layers = cache.layers
+    if not layers:
+        return nullcontext()
+    selected = cache.mask[:, list(layers)]  # [site, layer in `layers`, head]
+    values = cache.values[rows]  # [batch, n, d]
+    n_sites, n_heads, d = selected.shape[0], adapter.shape.n_heads, values.shape[-1]
+    dense = values.new_zeros(len(values), n_sites, len(layers), n_heads, d)
+    dense[:, selected] = values  # [batch, site, layer in `layers`, head, d]
+    return patch_head_outputs(adapter, dense, positions, selected[None], layers)

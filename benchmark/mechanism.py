@@ -12,30 +12,47 @@ the clean run and reading which answer comes out says what that piece carries:
 Shares are over the prompts both runs answer correctly; each prompt's answer is kept as one letter (o, p,
 l, r, x for another answer; - for a prompt left out), from which the shares and their intervals are
 recomputed.
+
+Each patch edits one position per row and attention is causal, so every token before a batch's earliest
+patched position, in every layer, is the same with or without it; the prompts of a batch share one token
+layout (no padding). The clean run of those tokens is therefore computed once per batch and kept as a
+key-value cache, and each patch runs only the rest of the prompt over it, with its positions counted from
+the cut (the block outputs the hooks edit then hold only those tokens), then crops the cache back. The query
+label is a few tokens before the end and the last token is the end, so the 2 * n_layers residual patches
+and the groups read there cost a few tokens each instead of a whole prompt; the cache grows from the query
+label to the last token between them. Structure readers are read at the query label's occurrence in the
+context, early and moving with the queried box (DCM keeps them on the full pass for the same reason), so
+their patch runs every token. The results are those of `run_mix(..., _full_pass=True)`, which runs every
+token of every patched run, up to the rounding of differently shaped kernels: the tests check that no
+prediction moves.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import forward_last, score_accuracy
-from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group
+from benchmark.accuracy import forward_last
+from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import MIX_ANSWERS, EncodedPrompts, MixPair, encode_examples
 from benchmark.data.counterfactuals import MIX_CODES
 from benchmark.data.tokenization import continuation_ids
-from benchmark.head_cache import capture_heads, patch_from_cache, site_mask
+from benchmark.head_cache import HeadCache, cached_patch, capture_heads, site_mask, sites_positions
 from benchmark.hooks import capture_residual, patch_residual
 from benchmark.models import ModelUnderStudy
-from benchmark.models.study import model_device
 from benchmark.records import MechanismMix, MixRun
 
 CODES = MIX_CODES  # one letter per answer of MIX_ANSWERS; "x": another answer; "-": left out
-SITES = ("query_label", "last")  # the residual-stream patches, one curve over layers each
+SITES = (Site.QUERY_LABEL, Site.LAST)  # the residual-stream patches, one curve over layers each
+# Every site a batch patches, in token order (the prefix before each grows); the query label's earlier
+# occurrence, inside the context, is patched with every token run.
+_ORDER = (Site.QUERY_LABEL_EARLIER, Site.QUERY_LABEL, Site.LAST)
 
 
 @dataclass(frozen=True)
@@ -75,72 +92,151 @@ def mix_run(name: str, answers: str) -> MixRun:
     return MixRun(name, answers, *(share(code) for code in CODES), share("x"))
 
 
-def _predict(model, prompts: EncodedPrompts, batch_size: int, intervention=None) -> torch.Tensor:
-    """Argmax token at the last position of every row [rows], optionally under a per-batch intervention."""
-    return torch.tensor(score_accuracy(model, prompts, batch_size, intervention=intervention).predicted_ids)
+class _CleanPrefix:
+    """One batch's clean prompts as a cached prefix and the suffix after it: each prediction runs the suffix
+    alone over the cache, then crops the cache back. The prefix only grows, so sites are visited in token
+    order; a prefix never grown runs every token (the full pass)."""
+
+    def __init__(self, study: ModelUnderStudy, input_ids: torch.Tensor):
+        self.study, self.input_ids = study, input_ids.to(study.device)  # [batch, pos]
+        self.cache, self.length = None, 0  # the cache holds the tokens [0, length)
+
+    def grow(self, end: int) -> None:
+        """Cache the tokens [0, end) too, unpatched (so never inside a patch's hooks)."""
+        if end <= self.length:
+            return
+        tokens = self.input_ids[:, self.length : end]  # [batch, end - length]
+        if self.cache is None:
+            self.cache = self.study.prefill(tokens)
+        else:
+            self.study.extend(tokens, self.cache, last_only=True)
+        self.length = end
+
+    def predict(self, patch: AbstractContextManager) -> torch.Tensor:
+        """Argmax at the last position [batch] under `patch`, whose positions are token - `length`."""
+        suffix = self.input_ids[:, self.length :]  # [batch, pos - length]
+        with patch:
+            if self.cache is None:
+                logits = forward_last(self.study.model, suffix)  # [batch, vocab]
+            else:
+                logits = self.study.extend(suffix, self.cache, last_only=True)[:, -1]
+        if self.cache is not None:
+            self.cache.crop(-suffix.shape[1])
+        return logits.argmax(-1).cpu()
+
+
+def _counterfactual_residuals(study: ModelUnderStudy, cf: EncodedPrompts):
+    """One forward pass of a counterfactual batch: its argmax [batch], and its residual after every layer at
+    each residual site, {site: [layer] -> [batch, d]}."""
+    with ExitStack() as stack:
+        recorded = {
+            site: stack.enter_context(capture_residual(study.adapter, site_positions(site, cf)))
+            for site in SITES
+        }
+        logits = forward_last(study.model, cf.input_ids.to(study.device))  # [batch, vocab]
+    return logits.argmax(-1).cpu(), recorded
+
+
+def _group_caches(
+    study: ModelUnderStudy, circuit: Circuit, cf: EncodedPrompts, batch_size: int
+) -> dict[Group, HeadCache]:
+    """{group: its heads' outputs at its own site of the counterfactual run} for every non-empty group (one
+    site each), all captured in one pass over the counterfactual prompts."""
+    groups = [group for group in GROUPS if circuit.heads(group)]
+    if not groups:
+        return {}
+    sites = [site for site in _ORDER if any(GROUP_SITE[group] is site for group in groups)]
+    heads_at = [[h for g in groups if GROUP_SITE[g] is site for h in circuit.heads(g)] for site in sites]
+    shape = study.adapter.shape
+    mask = site_mask(heads_at, shape)  # [site, layer, head]
+    cache = capture_heads(
+        study.model, study.adapter, cf.input_ids, sites_positions(sites, cf), mask, batch_size
+    )
+    return {
+        group: cache.at_site(sites.index(GROUP_SITE[group])).subset(site_mask([circuit.heads(group)], shape))
+        for group in groups
+    }
+
+
+def _batch_predictions(
+    study: ModelUnderStudy,
+    clean: EncodedPrompts,
+    cf: EncodedPrompts,
+    heads: dict[Group, HeadCache],
+    rows: slice,
+    full_pass: bool,
+) -> dict:
+    """Every run's argmax [batch] on one batch (`rows` of the prompts): {"clean", "counterfactual",
+    (site, layer), group}. Sites come in token order, each patched over the clean prefix before its
+    earliest row (`full_pass`, or the structure readers' site: over no prefix)."""
+    predicted = {}
+    predicted["counterfactual"], residuals = _counterfactual_residuals(study, cf)
+    prefix = _CleanPrefix(study, clean.input_ids)
+    for site in _ORDER:
+        positions = site_positions(site, clean)  # [batch]
+        if not full_pass and site is not Site.QUERY_LABEL_EARLIER:
+            prefix.grow(int(positions.min()))
+        at = positions - prefix.length  # [batch] inside the suffix
+        for layer, values in enumerate(residuals.get(site, ())):
+            predicted[site, layer] = prefix.predict(patch_residual(study.adapter, layer, at, values))
+        for group in (group for group in heads if GROUP_SITE[group] is site):
+            predicted[group] = prefix.predict(cached_patch(study.adapter, heads[group], rows, at[:, None]))
+    predicted["clean"] = prefix.predict(nullcontext())
+    return predicted
 
 
 @torch.inference_mode()
-def _residual_runs(study: ModelUnderStudy, prompts: MixPrompts, batch_size: int, progress: bool):
-    """Predictions [site][layer] -> [rows] with the counterfactual's residual after that layer patched in."""
-    model, adapter, n_layers = study.model, study.adapter, study.adapter.shape.n_layers
-    device = model_device(model)
-    out = {site: [[] for _ in range(n_layers)] for site in SITES}
+def _predictions(
+    study: ModelUnderStudy,
+    circuit: Circuit,
+    prompts: MixPrompts,
+    batch_size: int,
+    progress: bool,
+    full_pass: bool,
+) -> dict:
+    """Every run's argmax over all rows [rows], keyed as `_batch_predictions` keys them."""
+    heads = _group_caches(study, circuit, prompts.counterfactual, batch_size)
+    parts = defaultdict(list)
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="mechanism mix", unit="batch", disable=not progress, leave=False):
         rows = slice(start, start + batch_size)
         clean, cf = prompts.clean.select(rows), prompts.counterfactual.select(rows)
-        for site in SITES:
-            where = (
-                clean.query_label_pos if site == "query_label" else torch.full((len(clean),), clean.last_pos)
-            )
-            cf_where = cf.query_label_pos if site == "query_label" else where
-            with capture_residual(adapter, cf_where) as recorded:
-                forward_last(model, cf.input_ids.to(device))
-            for layer in range(n_layers):
-                with patch_residual(adapter, layer, where, recorded[layer]):
-                    logits = forward_last(model, clean.input_ids.to(device))
-                out[site][layer].append(logits.argmax(-1).cpu())
-    return {site: [torch.cat(parts) for parts in layers] for site, layers in out.items()}
-
-
-@torch.inference_mode()
-def _group_run(study: ModelUnderStudy, circuit: Circuit, group: Group, prompts: MixPrompts, batch_size: int):
-    """Predictions with the group's heads at the clean site given their outputs at the counterfactual's."""
-    model, adapter = study.model, study.adapter
-    mask = site_mask([circuit.heads(group)], adapter.shape)
-    cf_sites = site_positions(GROUP_SITE[group], prompts.counterfactual)[:, None]  # [rows, 1]
-    cache = capture_heads(model, adapter, prompts.counterfactual.input_ids, cf_sites, mask, batch_size)
-    clean_sites = site_positions(GROUP_SITE[group], prompts.clean)[:, None]
-    run = patch_from_cache(adapter, cache, clean_sites, prompts.clean.input_ids)
-    return _predict(model, prompts.clean, batch_size, run)
+        for key, predicted in _batch_predictions(study, clean, cf, heads, rows, full_pass).items():
+            parts[key].append(predicted)
+    return {key: torch.cat(batches) for key, batches in parts.items()}
 
 
 def run_mix(
-    study: ModelUnderStudy, circuit: Circuit, prompts: MixPrompts, batch_size: int = 32, progress: bool = True
+    study: ModelUnderStudy,
+    circuit: Circuit,
+    prompts: MixPrompts,
+    batch_size: int = 32,
+    progress: bool = True,
+    _full_pass: bool = False,
 ) -> MechanismMix:
-    """Every patch's answer per prompt, over the prompts both runs answer correctly."""
-    model = study.model
-    clean = _predict(model, prompts.clean, batch_size)
-    cf = _predict(model, prompts.counterfactual, batch_size)
-    kept = (clean == prompts.answer_ids[:, 0]) & (cf == prompts.answer_ids[:, 3])  # [rows]
-    residual = _residual_runs(study, prompts, batch_size, progress)
+    """Every patch's answer per prompt, over the prompts both runs answer correctly.
+
+    Patches at the query label and the last token run only the tokens from their site on, over the clean
+    prompts' cached prefix; `_full_pass` runs every token of every patched run instead, the reference path
+    the tests and benchmarks compare with.
+    """
+    predicted = _predictions(study, circuit, prompts, batch_size, progress, _full_pass)
+    answers = prompts.answer_ids  # [rows, 4]
+    kept = (predicted["clean"] == answers[:, 0]) & (predicted["counterfactual"] == answers[:, 3])  # [rows]
+    layers = range(study.adapter.shape.n_layers)
     curves = {
-        site: tuple(mix_run(f"{site}.layer{i}", letters(p, prompts, kept)) for i, p in enumerate(predictions))
-        for site, predictions in residual.items()
+        site: tuple(mix_run(f"{site}.layer{i}", letters(predicted[site, i], prompts, kept)) for i in layers)
+        for site in SITES
     }
     groups = {
-        group: mix_run(
-            f"group.{group.value}",
-            letters(_group_run(study, circuit, group, prompts, batch_size), prompts, kept),
-        )
-        if circuit.heads(group)
+        group: mix_run(f"group.{group.value}", letters(predicted[group], prompts, kept))
+        if group in predicted
         else None
         for group in GROUPS
     }
     return MechanismMix(
-        len(prompts), int(kept.sum()), curves["query_label"], curves["last"], groups,
-        first_layer(curves["query_label"], "positional"),
+        len(prompts), int(kept.sum()), curves[Site.QUERY_LABEL], curves[Site.LAST], groups,
+        first_layer(curves[Site.QUERY_LABEL], "positional"),
     )  # fmt: skip
 
 
