@@ -80,7 +80,7 @@ def bench_mechanism(run: ScoreRun, study, state: dict):
         study.tokenizer, build_mix_pairs(run.splits["behaviour"], run.settings.behaviour.seed)
     )
     batch = run.settings.batch_size
-    old, t_old = _timed(lambda: run_mix(study, circuit, prompts, batch, progress=False, full_pass=True))
+    old, t_old = _timed(lambda: run_mix(study, circuit, prompts, batch, progress=False, _full_pass=True))
     new, t_new = _timed(lambda: run_mix(study, circuit, prompts, batch, progress=False))
     return t_old, t_new, "answers equal" if old == new else "ANSWERS DIFFER"
 
@@ -127,15 +127,16 @@ def bench_atp(run: ScoreRun, study, state: dict) -> None:
         )
         n_heads = estimate.mean.shape[1]
         budget = 2 * config.max_heads(estimate.mean.numel())
-        order = estimate.mean.flatten().argsort().tolist()
+        reach = exact.effects.mean.flatten() != 0  # the heads that can reach the receivers
+        reachable = reach.nonzero()[:, 0]
+        order = reachable[estimate.mean.flatten()[reachable].argsort()].tolist()  # most negative first
         ranks = sorted(order.index(layer * n_heads + head) for layer, head in exact.selected)
         kept = sum(rank < budget for rank in ranks)
-        reach = exact.effects.mean.flatten() != 0
         both = torch.stack([exact.effects.mean.flatten()[reach], estimate.mean.flatten()[reach]])
         pearson = float(torch.corrcoef(both)[0, 1])
         print(
             f"  atp {stage.group.value:21s} {seconds:6.1f}s  pearson {pearson:.3f}  "
-            f"worst rank of a selected head {ranks[-1] if ranks else '-'} of {reach.sum()}  "
+            f"worst rank of a selected head {ranks[-1] if ranks else '-'} of {len(order)}  "
             f"recall at {budget} candidates {kept}/{len(ranks)}"
         )
         receivers = exact.selected

@@ -136,8 +136,9 @@ def _organism() -> tuple[Inputs, dict]:
 
 
 def test_the_cpu_throughput_predicts_the_measured_organism_times():
-    """Measured on 2 idle cores, base model: the four path-patching stages 114 s, minimality 131 s (the
-    fit), the full-pass mechanism mix 441 s."""
+    """Measured on 2 idle cores, base model: minimality 131 s (the fit), the full-pass mechanism mix 441 s,
+    the four path-patching stages 114 s before pass 1 stopped at the highest receiver; with the stop,
+    benchmarks/score_speed.py measured them 1.43 times faster in one process (80 s). Within 20%."""
     c, _ = _organism()
     seconds = {
         name: cost_of(c, name, work).seconds(CPU_TFLOPS)
@@ -147,8 +148,8 @@ def test_the_cpu_throughput_predicts_the_measured_organism_times():
             ("mechanism", mechanism(c, suffix=False)),
         )
     }
-    measured = {"path patching": 114, "minimality": 131, "mechanism": 441}
-    assert seconds == pytest.approx(measured, rel=0.15)
+    measured = {"path patching": 114 / 1.43, "minimality": 131, "mechanism": 441}
+    assert seconds == pytest.approx(measured, rel=0.2)
     assert seconds["minimality"] == pytest.approx(131, rel=0.02)
 
 

@@ -99,6 +99,7 @@ class Pass:
     prefix: int = 0
     logits: int = 1
     backward: bool = False
+    layers: int | None = None  # decoder layers run (None: all; a pass that stops early runs fewer)
 
     @property
     def token_rows(self) -> int:
@@ -109,9 +110,11 @@ class Pass:
 def pass_flops(shape: ModelShape, p: Pass) -> float:
     """FLOPs of a pass: weights, attention over each token's context, the unembedding; x3 with backward."""
     h = shape.heads
+    share = 1.0 if p.layers is None else p.layers / h.n_layers
     contexts = p.tokens * p.prefix + p.tokens * (p.tokens + 1) / 2  # sum over new tokens of their context
     attention = 4 * h.n_layers * h.n_heads * h.head_dim * contexts
-    per_row = 2 * shape.active_params * p.tokens + attention + 2 * shape.d_model * shape.vocab * p.logits
+    body = (2 * shape.active_params * p.tokens + attention) * share
+    per_row = body + 2 * shape.d_model * shape.vocab * p.logits
     return p.rows * per_row * (3 if p.backward else 1)
 
 

@@ -179,13 +179,15 @@ def _sweep_rows(n_prompts: int, n_senders: int, rows_per_pass: int) -> int:
     return rows
 
 
-def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int) -> Work:
+def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int, top: int | None) -> Work:
     """One stage: head caches at the site of n clean and n counterfactual prompts; pass 1 replays the site's
-    token alone for every row; pass 2 runs the suffix from the receivers' reading position over a prefix."""
+    token alone for every row, up to the receivers' top layer `top` (the logits stage: every layer and the
+    logits); pass 2 runs the suffix from the receivers' reading position over a prefix."""
     config, s = c.settings.discovery, c.n_tokens
     rows = _sweep_rows(n, verified_senders(config, n_senders), config.rows_per_pass)
     batch = min(rows, config.rows_per_pass)
-    passes = [c.full(2 * n, config.batch_size), Pass(rows, 1, batch)]
+    replay = Pass(rows, 1, batch) if top is None else Pass(rows, 1, batch, logits=0, layers=top + 1)
+    passes = [c.full(2 * n, config.batch_size), replay]
     cache = Buffer(
         "clean and counterfactual heads at a site [prompt, layer, head, d]", c.heads_at_sites(2 * n)
     )
@@ -207,7 +209,8 @@ def path_patching(c: Inputs) -> Work:
     for index, stage in enumerate(SWEEP_STAGES):
         if index and not c.group_sizes[index - 1]:
             break
-        work += _sweep(c, stage, n, h.n_heads * (tops[index - 1] if index else h.n_layers))
+        top = tops[index - 1] if index else None
+        work += _sweep(c, stage, n, h.n_heads * (h.n_layers if top is None else top), top)
     return work
 
 
