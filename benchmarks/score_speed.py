@@ -5,8 +5,9 @@ against today's, stage by stage, in one process, with a check that both give the
   New: it stops at the highest receiver's q or v projection (`hooks.stop_after`). Effects must be equal.
 - mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
   from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
-- dcm: every group's masks. Old: full forward and backward passes (no group in `masking.PREFIX_GROUPS`).
-  New: a cached prefix for the groups where it is exact. Masks within 1e-5, same heads and accuracies.
+- dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
+  a cached prefix for the groups where it is exact and one counterfactual pass per split shared by the
+  groups of a desideratum. Masks within 1e-5, same heads and accuracies.
 - atp: attribution patching (`path_patching.attribution`) as a pre-filter of each discovery stage: its
   time, its Pearson correlation with the exact effects, the worst AtP rank of an exactly selected head,
   and the recall at a candidate budget of twice the group cap (share of the selected heads it would keep).
@@ -27,9 +28,9 @@ from pathlib import Path
 import torch
 
 from benchmark.accuracy import score_accuracy
-from benchmark.circuit import Circuit
+from benchmark.circuit import GROUPS, Circuit
 from benchmark.data import build_mix_pairs, build_pairs, encode_pairs
-from benchmark.dcm import masking, run_dcm
+from benchmark.dcm import run_dcm, train_mask
 from benchmark.mechanism import encode_mix, run_mix
 from benchmark.path_patching import discovery, sweep
 from benchmark.path_patching.attribution import attribution_effects
@@ -86,26 +87,27 @@ def bench_mechanism(run: ScoreRun, study, state: dict):
 
 
 def bench_dcm(run: ScoreRun, study, state: dict):
-    """DCM of every group with full passes (old) and on a cached prefix (new)."""
-    circuit, config = _circuit(run, study, state), run.settings.dcm
-    prefix_groups = masking.PREFIX_GROUPS
-    masking.PREFIX_GROUPS = frozenset()
-    try:
-        old, t_old = _timed(lambda: run_dcm(study, circuit, run.dcm_data, config, progress=False))
-    finally:
-        masking.PREFIX_GROUPS = prefix_groups
-    new, t_new = _timed(lambda: run_dcm(study, circuit, run.dcm_data, config, progress=False))
+    """DCM of every group: each mask alone with full passes (old) and `run_dcm` (new: a cached prefix,
+    counterfactual runs shared by the groups of a desideratum)."""
+    circuit, config, data = _circuit(run, study, state), run.settings.dcm, run.dcm_data
+    groups = [group for group in GROUPS if circuit.heads(group)]
+
+    def alone():
+        return tuple(
+            train_mask(study.model, study.adapter, circuit, g, d, data[d], config, _full_pass=True)
+            for g in groups
+            for d in data
+        )
+
+    old, t_old = _timed(alone)
+    new, t_new = _timed(lambda: run_dcm(study, circuit, data, config, progress=False).results)
     diff = max(
-        (
-            abs(x - y)
-            for a, b in zip(old.results, new.results, strict=True)
-            for x, y in zip(a.mask, b.mask, strict=True)
-        ),
+        (abs(x - y) for a, b in zip(old, new, strict=True) for x, y in zip(a.mask, b.mask, strict=True)),
         default=0.0,
     )
     same = all(
         (a.heads, a.validation_accuracy, a.test_accuracy) == (b.heads, b.validation_accuracy, b.test_accuracy)
-        for a, b in zip(old.results, new.results, strict=True)
+        for a, b in zip(old, new, strict=True)
     )
     ok = diff < MASK_TOLERANCE and same
     return t_old, t_new, f"max mask diff {diff:.1e}, heads equal" if ok else f"DIFFER (mask {diff:.1e})"

@@ -24,7 +24,8 @@ from benchmark.dcm import (
     transfer_accuracies,
 )
 from benchmark.dcm import prefix as prefix_module
-from benchmark.dcm.masking import counterfactual_cache, training_step
+from benchmark.dcm.masking import training_step
+from benchmark.dcm.patching import counterfactual_cache
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model
@@ -239,3 +240,32 @@ def test_dcm_data_builds_each_split_at_its_size(setup):
     data = dcm_data(tokenizer, Desideratum.LABEL, config)
     assert (len(data.train), len(data.validation), len(data.test)) == (10, 5, 4)
     assert not torch.equal(data.test.target_ids, data.test.clean.answer_ids)
+
+
+def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_own_result(setup):
+    """run_dcm captures every group's counterfactual heads in one pass per split; each mask must be what
+    training that group alone (its own counterfactual passes) gives, exactly. Three groups with overlapping
+    heads, at two sites (last token, query label), two desiderata."""
+    model, adapter, _, data = setup
+    circuit = Circuit.of(
+        {
+            GROUP.value: [(2, h) for h in range(4)],
+            Group.POSITION_TRANSMITTER.value: [(1, 0), (2, 2)],
+            Group.POSITION_DETECTOR.value: [(0, 1), (1, 3)],
+        }
+    )
+    config = dataclasses.replace(CONFIG, epochs=1)
+    both = {Desideratum.OBJECT: data, Desideratum.POSITION: data}
+    run = run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False)
+    alone = [
+        train_mask(model, adapter, circuit, group, desideratum, both[desideratum], config)
+        for group in (GROUP, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR)
+        for desideratum in both
+    ]
+    assert run.results == tuple(alone)
+    assert any(result.heads for result in alone)  # not six empty selections
+    transfer = transfer_accuracies(ModelUnderStudy(model, adapter), run, both, progress=False)
+    for r in alone:  # shared counterfactual runs here too
+        test = both[r.desideratum].test.select(slice(0, r.n_test))
+        expected = patch_result(model, adapter, r.heads, r.group, test, config.eval_batch_size).accuracy
+        assert transfer[r.group, r.desideratum] == expected

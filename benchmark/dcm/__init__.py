@@ -6,11 +6,8 @@ from benchmark.dcm.masking import (
     DCMConfig,
     DCMData,
     DCMResult,
-    EmptyGroupError,
     check_sizes,
     dcm_data,
-    group_heads,
-    patch_result,
     train_mask,
 )
 from benchmark.dcm.overlap import (
@@ -21,6 +18,7 @@ from benchmark.dcm.overlap import (
     run_dcm,
     transfer_accuracies,
 )
+from benchmark.dcm.patching import EmptyGroupError, group_heads, patch_result
 
 __all__ = [
     "Checkpoint",

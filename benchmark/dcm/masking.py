@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import AccuracyResult, forward_last, score_accuracy
-from benchmark.circuit import GROUP_SITE, Circuit, Group, Head
+from benchmark.accuracy import forward_last
+from benchmark.circuit import Circuit, Group, Head
 from benchmark.circuit_run import group_positions
 from benchmark.data import (
     Desideratum,
@@ -39,9 +39,15 @@ from benchmark.data import (
     encode_pairs,
     generate_split,
 )
+from benchmark.dcm.patching import (
+    SplitCaches,
+    cached_patch_accuracy,
+    counterfactual_cache,
+    group_heads,
+    patch_result,
+)
 from benchmark.dcm.prefix import PrefixRuns, mask_loss, mixing_edit
-from benchmark.errors import BenchmarkError
-from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.head_cache import site_mask
 from benchmark.hooks import edit_head_outputs
 from benchmark.kinds import outcome_text
 from benchmark.models import ArchitectureAdapter
@@ -55,10 +61,6 @@ from benchmark.settings import DCMConfig
 # prompt, so almost everything is recomputed anyway (benchmarks/dcm_speed.py measured 0.97x; splitting each
 # batch by site instead gave 1.06x, many small runs). They keep the full pass.
 PREFIX_GROUPS = frozenset({Group.VALUE_FETCHER, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR})
-
-
-class EmptyGroupError(BenchmarkError, ValueError):
-    """A group to mask or patch has no heads."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ def dcm_data(
     return DCMData(**parts)
 
 
+def used_splits(data: DCMData, config: DCMConfig) -> dict[str, EncodedPairs]:
+    """The rows of each split a mask is trained, validated and tested on (the first n of each)."""
+    check_sizes(data, config)
+    return {name: getattr(data, name).select(slice(0, size)) for name, size in config.sizes().items()}
+
+
 def check_sizes(data: DCMData, config: DCMConfig) -> None:
     """Raise if a split holds fewer pairs than the config asks for (naming what is needed)."""
     have = {name: len(getattr(data, name)) for name in config.sizes()}
@@ -151,58 +159,6 @@ def check_sizes(data: DCMData, config: DCMConfig) -> None:
             f"too few prompts for the DCM splits: need {config.sizes()} pairs (train / validation / test), "
             f"got {have}; build more pairs or lower n_train / n_validation / n_test in DCMConfig"
         )
-
-
-def group_heads(circuit: Circuit, group: Group) -> tuple[Head, ...]:
-    """The group's heads sorted by (layer, head); an empty group is an error."""
-    heads = tuple(sorted(set(circuit.heads(group))))
-    if not heads:
-        raise EmptyGroupError(f"group {group.value} has no heads in the circuit: there is nothing to patch")
-    return heads
-
-
-def counterfactual_cache(
-    model, adapter: ArchitectureAdapter, heads: Sequence[Head], group: Group, pairs: EncodedPairs, batch_size
-) -> HeadCache:
-    """The heads' outputs in the counterfactual run at the counterfactual's own site of the group."""
-    positions = sites_positions([GROUP_SITE[group]], pairs.counterfactual)  # [rows, 1]
-    mask = site_mask([heads], adapter.shape)
-    return capture_heads(model, adapter, pairs.counterfactual.input_ids, positions, mask, batch_size)
-
-
-def cached_patch_accuracy(
-    model,
-    adapter: ArchitectureAdapter,
-    heads: Sequence[Head],
-    group: Group,
-    pairs: EncodedPairs,
-    cache: HeadCache,
-    batch_size: int,
-) -> float:
-    """Accuracy (argmax == target) with `heads` patched from a counterfactual cache of the group's heads."""
-    return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size).accuracy
-
-
-def _cached_patch(model, adapter, heads, group, pairs: EncodedPairs, cache: HeadCache, batch_size: int):
-    cache = cache.subset(site_mask([heads], adapter.shape))
-    positions = sites_positions([GROUP_SITE[group]], pairs.clean)
-    run = patch_from_cache(adapter, cache, positions, pairs.clean.input_ids)
-    return score_accuracy(model, pairs.clean, batch_size, intervention=run, answer_ids=pairs.target_ids)
-
-
-def patch_result(
-    model,
-    adapter: ArchitectureAdapter,
-    heads: Sequence[Head],
-    group: Group,
-    pairs: EncodedPairs,
-    batch_size: int = 32,
-) -> AccuracyResult:
-    """Patching `heads` from the counterfactual at the group's position, in any model: accuracy and each
-    pair's decision. Targets are the desideratum's; an empty head set scores the unpatched clean run."""
-    heads = tuple(sorted(set(heads)))
-    cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
-    return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size)
 
 
 @contextmanager
@@ -242,10 +198,12 @@ class _Validator:
     prefix before the group's site is computed once and each score runs only the suffix (`PrefixRuns`).
     """
 
-    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int, full_pass=False):
+    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int, full_pass, cache):
         self.model, self.adapter = model, adapter
         self.group, self.pairs, self.batch_size = group, pairs, batch_size
-        self.cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+        if cache is None:
+            cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
+        self.cache = cache
         self.runs = None
         if not full_pass:
             sites = group_positions(group, pairs.clean)  # [rows]
@@ -299,11 +257,12 @@ def _loss_function(model, adapter, heads, group, train: EncodedPairs, config, fu
     return lambda rows, cf, mask: runs.loss(rows, heads, cf, mask, config.sparsity)
 
 
-def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, full_pass):
+def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, full_pass, cache):
     """Adam on the mask, clamped to [0, 1] after each step; validates the rounded mask on schedule."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
-    cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
+    if cache is None:
+        cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
     cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
     loss_of = _loss_function(model, adapter, heads, group, train, config, full_pass)
     mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
@@ -347,26 +306,31 @@ def train_mask(
     config: DCMConfig = DCMConfig(),
     progress: bool = False,
     _full_pass: bool = False,
+    caches: SplitCaches | None = None,
 ) -> DCMResult:
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
     Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. For the groups
     in `PREFIX_GROUPS`, training and validation recompute only the tokens from the group's site on
     (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
-    `benchmarks/dcm_speed.py` compare with.
+    `benchmarks/dcm_speed.py` compare with. `caches`: `counterfactual_caches` of the used rows of each split
+    (`used_splits`), when the caller shares them between groups.
     """
     _full_pass = _full_pass or group not in PREFIX_GROUPS
     heads = group_heads(circuit, group)
-    check_sizes(data, config)
-    train = data.train.select(slice(0, config.n_train))
-    validation = data.validation.select(slice(0, config.n_validation))
-    test = data.test.select(slice(0, config.n_test))
-    validate = _Validator(model, adapter, heads, group, validation, config.eval_batch_size, _full_pass)
-    searched = not _train(model, adapter, heads, group, train, validate, config, progress, _full_pass)
-    if searched:
+    train, validation, test = used_splits(data, config).values()
+    own = {name: (caches or {}).get(name, {}).get(group) for name in ("train", "validation", "test")}
+    validate = _Validator(
+        model, adapter, heads, group, validation, config.eval_batch_size, _full_pass, own["validation"]
+    )
+    trained = _train(
+        model, adapter, heads, group, train, validate, config, progress, _full_pass, own["train"]
+    )
+    if not trained:
         search_rounded(heads, validate, validate.history[-1].step)
+    searched = not trained
     best, best_mask = validate.best
-    tested = patch_result(model, adapter, best.heads, group, test, config.eval_batch_size)
+    tested = patch_result(model, adapter, best.heads, group, test, config.eval_batch_size, own["test"])
     return DCMResult(
         group=group,
         desideratum=Desideratum(desideratum),

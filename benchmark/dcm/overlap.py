@@ -17,11 +17,11 @@ from benchmark.dcm.masking import (
     DCMConfig,
     DCMData,
     DCMResult,
-    EmptyGroupError,
     dcm_data,
-    patch_result,
     train_mask,
+    used_splits,
 )
+from benchmark.dcm.patching import EmptyGroupError, counterfactual_caches, patch_result
 from benchmark.models import ModelUnderStudy
 from benchmark.records import DCMMask, DCMOverlap
 
@@ -85,26 +85,46 @@ def run_dcm(
     groups: Sequence[Group | str] | None = None,
     progress: bool = True,
 ) -> DCMRun:
-    """Train a DCM mask for every (group, desideratum of `data`), with a progress bar over the pairs."""
+    """Train a DCM mask for every (group, desideratum of `data`), with a progress bar over the masks. The
+    counterfactual runs of a desideratum are shared by its groups: one pass per split captures every
+    group's heads (`counterfactual_caches`)."""
     config = config or DCMConfig()
     chosen, skipped = resolve_groups(circuit, groups)
-    keys = [(g, Desideratum(d)) for g in chosen for d in data]
-    results = []
-    for group, desideratum in tqdm(keys, desc="dcm", unit="mask", disable=not progress):
-        pairs = data[desideratum]
-        results.append(train_mask(study.model, study.adapter, circuit, group, desideratum, pairs, config))
-    return DCMRun(config, tuple(results), skipped)
+    model, adapter, results = study.model, study.adapter, {}
+    bar = tqdm(total=len(chosen) * len(data), desc="dcm", unit="mask", disable=not progress)
+    for desideratum in map(Desideratum, data):
+        splits = used_splits(data[desideratum], config)
+        caches = {
+            name: counterfactual_caches(model, adapter, circuit, pairs, config.eval_batch_size)
+            for name, pairs in splits.items()
+        }
+        for group in chosen:
+            results[group, desideratum] = train_mask(
+                model, adapter, circuit, group, desideratum, data[desideratum], config, caches=caches
+            )
+            bar.update()
+    bar.close()
+    ordered = tuple(results[group, Desideratum(d)] for group in chosen for d in data)  # group-major
+    return DCMRun(config, ordered, skipped)
 
 
 def transfer_accuracies(
     study: ModelUnderStudy, source: DCMRun, data: Mapping[Desideratum, DCMData], progress=True
 ) -> dict[Key, float]:
-    """Test accuracy of patching `source`'s selected heads in `model` (e.g. base heads in the fine-tuned)."""
-    accuracies = {}
+    """Test accuracy of patching `source`'s selected heads in `model` (e.g. base heads in the fine-tuned);
+    the counterfactual runs of a desideratum are shared by its groups, as in `run_dcm`."""
+    accuracies, caches = {}, {}
+    union = {g: sorted({h for r in source.results if r.group is g for h in r.heads}) for g in GROUPS}
+    selected = Circuit.of(union)  # every head some desideratum selected, per group
+    batch = source.config.eval_batch_size
     for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
         test = data[result.desideratum].test.select(slice(0, result.n_test))
+        key = (result.desideratum, result.n_test)
+        if result.heads and key not in caches:
+            caches[key] = counterfactual_caches(study.model, study.adapter, selected, test, batch)
+        cache = caches[key][result.group] if result.heads else None
         accuracies[(result.group, result.desideratum)] = patch_result(
-            study.model, study.adapter, result.heads, result.group, test, source.config.eval_batch_size
+            study.model, study.adapter, result.heads, result.group, test, batch, cache
         ).accuracy
     return accuracies
 
