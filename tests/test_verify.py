@@ -19,7 +19,13 @@ from benchmark.submission.versions import downgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = ROOT / "submissions"
-PLANTED = sorted(SUBMISSIONS.glob("positional-*.json"))  # the planted pairs' rows
+# The planted pairs' cpu-small rows, which CI re-runs (their spec-v1 rows take about 17 minutes each on two
+# shared cores: they are validated with every other submission, not re-run here).
+PLANTED = sorted(
+    path
+    for path in SUBMISSIONS.glob("positional-*.json")
+    if json.loads(path.read_text())["settings"]["preset"] == "cpu-small"
+)
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,12 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "known_answer", "known answer", False, "the planted pair whose known answer this row is judged by"
     ),
-    Column("flag", "flag", False, "'duplicate' when another submission has the same models and revisions"),
+    Column(
+        "flag",
+        "flag",
+        False,
+        "'duplicate' when another submission has the same models and revisions at the same preset",
+    ),
     Column("file", "file", False, "the submission file in submissions/", brief=False),
 )
 
@@ -194,9 +199,11 @@ def model_label(model: ModelRecord) -> str:
 
 
 def pair_key(result: Result) -> tuple:
-    """What makes two submissions the same pair: both models' ids, revisions, GGUF files and adapters."""
+    """What makes two submissions the same measurement: both models' ids, revisions, GGUF files and adapters,
+    at the same preset (one pair at two presets is two measurements: rows compare within a preset)."""
     models = result.models.base, result.models.finetuned
-    return tuple((m.id, m.revision, m.gguf_file, tuple(a.weights_sha256 for a in m.adapters)) for m in models)
+    pair = tuple((m.id, m.revision, m.gguf_file, tuple(a.weights_sha256 for a in m.adapters)) for m in models)
+    return (*pair, result.settings.preset)
 
 
 def _circuit_sizes(result: Result, side: str) -> str | None:
