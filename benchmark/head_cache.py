@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.accuracy import Intervention, forward_last
-from benchmark.circuit import Head, Site
+from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, patch_head_outputs
@@ -114,6 +114,27 @@ def capture_heads(
             forward_last(model, input_ids[rows].to(device))  # heads only: no logits past the last token
         parts.append(recording.stack()[:, selected])  # [batch, n, d]
     return HeadCache(mask, torch.cat(parts))
+
+
+def group_caches(
+    model, adapter: ArchitectureAdapter, circuit: Circuit, prompts: EncodedPrompts, batch_size: int = 32
+) -> dict:
+    """{group: its heads' outputs at its own site of `prompts`} for every non-empty group of `circuit`, from
+    one pass over the prompts (groups read at one site, such as A and B at the last token, share it)."""
+    groups = [group for group in GROUPS if circuit.heads(group)]
+    if not groups:
+        return {}
+    sites = [site for site in Site if any(GROUP_SITE[group] is site for group in groups)]
+    heads_at = [[h for g in groups if GROUP_SITE[g] is site for h in circuit.heads(g)] for site in sites]
+    mask = site_mask(heads_at, adapter.shape)  # [site, layer, head]
+    positions = sites_positions(sites, prompts)  # [rows, site]
+    cache = capture_heads(model, adapter, prompts.input_ids, positions, mask, batch_size)
+    return {
+        group: cache.at_site(sites.index(GROUP_SITE[group])).subset(
+            site_mask([circuit.heads(group)], adapter.shape)
+        )
+        for group in groups
+    }
 
 
 def patch_from_cache(

@@ -43,7 +43,7 @@ from benchmark.circuit_run import site_positions
 from benchmark.data import MIX_ANSWERS, EncodedPrompts, MixPair, encode_examples
 from benchmark.data.counterfactuals import MIX_CODES
 from benchmark.data.tokenization import continuation_ids
-from benchmark.head_cache import HeadCache, cached_patch, capture_heads, site_mask, sites_positions
+from benchmark.head_cache import HeadCache, cached_patch, group_caches
 from benchmark.hooks import capture_residual, patch_residual
 from benchmark.models import ModelUnderStudy
 from benchmark.records import MechanismMix, MixRun
@@ -137,27 +137,6 @@ def _counterfactual_residuals(study: ModelUnderStudy, cf: EncodedPrompts):
     return logits.argmax(-1).cpu(), recorded
 
 
-def _group_caches(
-    study: ModelUnderStudy, circuit: Circuit, cf: EncodedPrompts, batch_size: int
-) -> dict[Group, HeadCache]:
-    """{group: its heads' outputs at its own site of the counterfactual run} for every non-empty group (one
-    site each), all captured in one pass over the counterfactual prompts."""
-    groups = [group for group in GROUPS if circuit.heads(group)]
-    if not groups:
-        return {}
-    sites = [site for site in _ORDER if any(GROUP_SITE[group] is site for group in groups)]
-    heads_at = [[h for g in groups if GROUP_SITE[g] is site for h in circuit.heads(g)] for site in sites]
-    shape = study.adapter.shape
-    mask = site_mask(heads_at, shape)  # [site, layer, head]
-    cache = capture_heads(
-        study.model, study.adapter, cf.input_ids, sites_positions(sites, cf), mask, batch_size
-    )
-    return {
-        group: cache.at_site(sites.index(GROUP_SITE[group])).subset(site_mask([circuit.heads(group)], shape))
-        for group in groups
-    }
-
-
 def _batch_predictions(
     study: ModelUnderStudy,
     clean: EncodedPrompts,
@@ -195,7 +174,7 @@ def _predictions(
     full_pass: bool,
 ) -> dict:
     """Every run's argmax over all rows [rows], keyed as `_batch_predictions` keys them."""
-    heads = _group_caches(study, circuit, prompts.counterfactual, batch_size)
+    heads = group_caches(study.model, study.adapter, circuit, prompts.counterfactual, batch_size)
     parts = defaultdict(list)
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="mechanism mix", unit="batch", disable=not progress, leave=False):

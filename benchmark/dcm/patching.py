@@ -8,10 +8,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from benchmark.accuracy import AccuracyResult, score_accuracy
-from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head
+from benchmark.circuit import GROUP_SITE, Circuit, Group, Head
 from benchmark.data import EncodedPairs
 from benchmark.errors import BenchmarkError
-from benchmark.head_cache import HeadCache, capture_heads, patch_from_cache, site_mask, sites_positions
+from benchmark.head_cache import (
+    HeadCache,
+    capture_heads,
+    group_caches,
+    patch_from_cache,
+    site_mask,
+    sites_positions,
+)
 from benchmark.models import ArchitectureAdapter
 
 
@@ -42,23 +49,11 @@ SplitCaches = Mapping[str, Mapping[Group, HeadCache]]
 
 def counterfactual_caches(
     model, adapter: ArchitectureAdapter, circuit: Circuit, pairs: EncodedPairs, batch_size
-):
-    """Every group's heads at the counterfactual's own site of that group, from one counterfactual run (groups
-    read at one site, such as A and B at the last token, share it): the same values `counterfactual_cache`
-    gives per group, with one forward pass per split and desideratum instead of one per group and split."""
-    groups = [group for group in GROUPS if circuit.heads(group)]
-    sites = sorted({GROUP_SITE[group] for group in groups}, key=list(GROUP_SITE.values()).index)
-    at = [[head for g in groups if GROUP_SITE[g] == site for head in circuit.heads(g)] for site in sites]
-    positions = sites_positions(sites, pairs.counterfactual)  # [rows, site]
-    cache = capture_heads(
-        model, adapter, pairs.counterfactual.input_ids, positions, site_mask(at, adapter.shape), batch_size
-    )
-    return {
-        group: cache.at_site(sites.index(GROUP_SITE[group])).subset(
-            site_mask([group_heads(circuit, group)], adapter.shape)
-        )
-        for group in groups
-    }
+) -> dict[Group, HeadCache]:
+    """Every group's heads at the counterfactual's own site of that group, from one counterfactual run: the
+    same values `counterfactual_cache` gives per group, with one forward pass per split and desideratum
+    instead of one per group and split."""
+    return group_caches(model, adapter, circuit, pairs.counterfactual, batch_size)
 
 
 def cached_patch_accuracy(
