@@ -85,16 +85,17 @@ def test_discovery_counts_match_a_hand_count():
 def test_the_other_stages_match_a_hand_count():
     shape = ModelShape.of(TINY)
     costs = {cost.stage: cost for cost in stage_costs(SETTINGS, Pair(shape, shape), S, Pair(GUESS, GUESS))}
-    # DCM, per desideratum: every mask caches 4 + 2 counterfactuals and runs 2 x 2 test rows; A and B train
-    # 2 epochs x 4 rows on the 1-token suffix after a prefix of 38 (stored: 4 + 2 rows) and validate 2 x 2
-    # rows; C likewise on 3 tokens after 36; D (no prefix) on all 39 tokens. Backward: the training rows.
-    masks = 6 * S + 4 * S
+    # DCM, per desideratum: one counterfactual run of the 4 + 2 + 2 pairs shared by the groups; every mask
+    # runs its 2 test rows; A and B train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38
+    # (stored: 4 + 2 rows) and validate 2 x 2 rows; C likewise on 3 tokens after 36; D (no prefix) on all 39
+    # tokens. Backward: the training rows.
+    shared, masks = 8 * S, 2 * S
     a = masks + 8 + 4 + 6 * 38
     cee = masks + 8 * 3 + 4 * 3 + 6 * 36
     d = masks + 8 * S + 4 * S
     dcm = costs["base.dcm"]
     assert (dcm.forward_token_rows, dcm.backward_token_rows) == (
-        3 * (2 * a + cee + d),
+        3 * (shared + 2 * a + cee + d),
         3 * (8 + 8 + 24 + 8 * S),
     )
     assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
@@ -108,7 +109,7 @@ def test_the_other_stages_match_a_hand_count():
         "base.diagnostics": (3 + 3 + 3) * 10 * S,
         "base.mechanism": (2 + 4) * 10 * S + 2 * 2 * 10 * 3,  # + residual patches on 3 suffix tokens
         "cross.faithfulness": (1 + 1 + 1) * 10 * S,
-        "cross.dcm_transfer": 4 * 3 * 2 * 2 * S,
+        "cross.dcm_transfer": 3 * (1 + 4) * 2 * S,  # per desideratum a shared counterfactual run, 4 masks
         "cross.dcm_overlap": 0,
         "cross.cmap": (4 + 4) * 10 * S,
     }

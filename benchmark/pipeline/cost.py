@@ -278,15 +278,13 @@ def _prefix_store(c: Inputs, rows: int, used: int, start: int, batch: int) -> Wo
 
 
 def _dcm_mask(c: Inputs, group: Group) -> Work:
-    """One mask: counterfactual caches of the training and validation pairs, epochs of forward + backward
-    steps and a validation per epoch (the suffix from the group's site on, for `PREFIX_GROUPS`), the test."""
+    """One mask: epochs of forward + backward steps and a validation per epoch (the suffix from the group's
+    site on, for `PREFIX_GROUPS`), the test run. The counterfactual runs are the desideratum's (`_dcm`)."""
     d = c.settings.dcm
     steps = d.epochs * math.ceil(d.n_train / d.batch_size)
     validations = d.epochs if d.eval_every is None else math.ceil(steps / d.eval_every)
     trained, validated = d.epochs * d.n_train, validations * d.n_validation
-    work = Work(
-        (c.full(d.n_train + d.n_validation, d.eval_batch_size), c.full(2 * d.n_test, d.eval_batch_size))
-    )
+    work = Work((c.full(d.n_test, d.eval_batch_size),))
     if group not in PREFIX_GROUPS:
         return work + Work(
             (c.full(trained, d.batch_size, backward=True), c.full(validated, d.eval_batch_size))
@@ -300,18 +298,21 @@ def _dcm_mask(c: Inputs, group: Group) -> Work:
 
 
 def _dcm(c: Inputs) -> Work:
-    """A mask per (group with heads, desideratum)."""
-    work = Work()
-    for group, size in zip(GROUPS, c.group_sizes, strict=True):
-        for _ in DCM_DESIDERATA if size else ():
-            work += _dcm_mask(c, group)
+    """Per desideratum, one counterfactual run of each split, shared by the groups (`run_dcm`); then a mask
+    per group with heads."""
+    d, work = c.settings.dcm, Work()
+    for _ in DCM_DESIDERATA if c.n_groups else ():
+        work += Work((c.full(d.n_train + d.n_validation + d.n_test, d.eval_batch_size),))
+        for group, size in zip(GROUPS, c.group_sizes, strict=True):
+            work += _dcm_mask(c, group) if size else Work()
     return work
 
 
 def _dcm_transfer(c: Inputs) -> Work:
-    """Each base mask's heads patched in the fine-tuned model: a counterfactual cache, then the test run."""
-    d = c.settings.dcm
-    return Work((c.full(c.n_groups * len(DCM_DESIDERATA) * 2 * d.n_test, d.eval_batch_size),))
+    """Each base mask's heads patched in the fine-tuned model: per desideratum one counterfactual run of the
+    test pairs, shared by the groups, then a test run per mask."""
+    d, n_desiderata = c.settings.dcm, len(DCM_DESIDERATA)
+    return Work((c.full(n_desiderata * (1 + c.n_groups) * d.n_test, d.eval_batch_size),))
 
 
 def _cmap(c: Inputs) -> Work:
