@@ -141,17 +141,6 @@ def test_a_stage_without_receivers_is_skipped_not_run(tiny):
     assert all(s.effects is None and s.skipped_because for s in result.stages[1:])
 
 
-def test_a_sweep_of_some_senders_equals_the_full_sweep_there_and_leaves_the_rest_unmeasured(tiny):
-    model, adapter, pairs = tiny
-    study, stage = ModelUnderStudy(model, adapter), STAGES[0]
-    full = sweep_stage(study, pairs, stage, progress=False)
-    some = [(0, 1), (adapter.shape.n_layers - 1, 0)]
-    part = sweep_stage(study, pairs, stage, senders=some, progress=False)
-    for head in some:
-        assert part.mean[head] == full.mean[head]
-    assert int(part.mean.isnan().sum()) == adapter.shape.n_layers * adapter.shape.n_heads - len(some)
-
-
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.group.value)
 def test_attribution_is_the_first_order_term_of_the_exact_effect(tiny, stage):
     """With the counterfactual moved only eps of the way from the clean outputs, the exact effect is

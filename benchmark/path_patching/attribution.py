@@ -1,6 +1,6 @@
 """Attribution patching (AtP, Nanda 2023; Kramar et al. 2024): a first-order estimate of every sender's
-path-patching effect from one forward and one backward pass, used to choose the senders that the exact
-sweep then verifies (`discovery`, `--discovery atp+exact`).
+path-patching effect from one forward and one backward pass. `benchmarks/score_speed.py` measures with it
+how well such an estimate would rank the heads exact path patching selects; discovery does not use it.
 
 The estimate differentiates the same two passes the exact sweep runs (`sweep`): pass 1 replays the
 sender site's token with every head frozen at its clean output, here a leaf tensor z [prompt, layer, head,
@@ -11,12 +11,11 @@ One backward gives dp/dz for every head at once, and each sender's estimate is
 
 the first-order term of the exact relative effect (p_patched - p_null) / p_null.
 
-Where the plain gradient is wrong (AtP*): a change in a receiver's query moves its attention through a
-softmax that is often saturated, where the gradient vanishes although a large change flips the pattern.
-The query-receiver stage (position transmitters, read through the value fetchers' q) is therefore never
-pre-filtered: it is swept exactly, which with a one-token pass 2 costs two one-token passes per sender.
-Values enter a receiver's attention linearly, so the stages read through v (and the logits stage, whose
-path crosses no attention at all) are estimated.
+Why it is not a pre-filter of discovery: where a sender's path crosses an attention pattern (a receiver's
+query, or a value whose change moves a later query), the softmax is often saturated, so the gradient is
+near 0 although the exact patch flips the pattern (AtP*'s false negatives). On the organism base model it
+ranked true position transmitters and detectors near the bottom of the heads that can reach them; only
+the logits stage ranks reliably (docs/metrics.md, "What the stages cost").
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch
 
 from benchmark.circuit import Head
 from benchmark.data import EncodedPairs
-from benchmark.models import QKV, ModelUnderStudy
+from benchmark.models import ModelUnderStudy
 from benchmark.path_patching.sweep import (
     SiteRuns,
     Stage,
@@ -35,11 +34,6 @@ from benchmark.path_patching.sweep import (
     check_receivers,
     senders_of,
 )
-
-
-def estimable(stage: Stage) -> bool:
-    """Whether AtP's estimate is trusted to pre-filter this stage (not through a receiver's query)."""
-    return stage.receiver_kind is not QKV.Q
 
 
 def attribution_effects(

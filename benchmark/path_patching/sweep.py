@@ -224,21 +224,17 @@ def sweep_stage(
     rows_per_pass: int = 64,
     batch_size: int = 32,
     progress: bool = True,
-    senders: list[Head] | None = None,
     site_runs: SiteRuns | None = None,
 ) -> StageEffects:
-    """Effect of each sender in `stage` (every head that can reach the receivers, or just `senders`): mean
-    over prompts of (p_patched - p_null) / p_null; heads not swept are NaN. `site_runs`: `prepare`'s
-    output for these pairs and this stage, when the caller has it."""
+    """Effect of every head as a sender in `stage`: mean over prompts of (p_patched - p_null) / p_null.
+    `site_runs`: `prepare`'s output for these pairs and this stage, when the caller has it (or has moved
+    its counterfactual values, as the attribution test does)."""
     check_receivers(stage, receivers)
     model, adapter = study.model, study.adapter
     prompts = prepare(study, pairs, stage, batch_size) if site_runs is None else site_runs
-    reach = senders_of(adapter, receivers if stage.receivers is not None else None)
-    senders = reach if senders is None else senders
+    senders = senders_of(adapter, receivers if stage.receivers is not None else None)
     n, shape = len(pairs), adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]; 0: cannot reach
-    for layer, head in set(reach) - set(senders):
-        relative[:, layer, head] = float("nan")  # can reach the receivers, not swept
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)
     for chunk in _chunks(n, rows_per_pass):
         k = max(1, rows_per_pass // len(chunk))
