@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from benchmark.accuracy import score_accuracy
 from benchmark.circuit import GROUPS, Circuit
 from benchmark.data import build_mix_pairs, build_pairs, encode_pairs
 from benchmark.dcm import run_dcm, train_mask
@@ -52,8 +51,7 @@ def _timed(fn):
 def _path_pairs(run: ScoreRun, study):
     """The discovery split's pairs that the model answers correctly (what the stages average over)."""
     pairs = encode_pairs(study.tokenizer, build_pairs(run.splits["path_patching"], "path_patching", 0))
-    correct = torch.tensor(score_accuracy(study.model, pairs.clean, run.settings.batch_size).correct)
-    return pairs.select(correct.nonzero()[:, 0]) if correct.any() else pairs
+    return discovery.answered_pairs(study, pairs, run.settings.batch_size)
 
 
 def bench_discovery(run: ScoreRun, study, state: dict):

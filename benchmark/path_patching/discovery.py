@@ -74,12 +74,17 @@ def select_heads(effects: StageEffects, config: DiscoveryConfig) -> tuple[Head, 
     return tuple(heads[: config.max_heads(mean.numel())])
 
 
+def answered_pairs(study: ModelUnderStudy, pairs: EncodedPairs, batch_size: int) -> EncodedPairs:
+    """The pairs whose clean prompt the model answers correctly, which the stages average over (all of
+    them for a model that answers none, such as a random one: a ranking still exists)."""
+    correct = torch.tensor(score_accuracy(study.model, pairs.clean, batch_size).correct)
+    return pairs.select(correct.nonzero()[:, 0]) if correct.any() else pairs
+
+
 def run_stages(study: ModelUnderStudy, pairs: EncodedPairs, config: DiscoveryConfig, progress=True):
     """Run the four stages in order, each stage's receivers being the previous stage's selection, on the
     pairs whose clean prompt the model answers correctly."""
-    correct = torch.tensor(score_accuracy(study.model, pairs.clean, config.batch_size).correct)
-    if correct.any():  # a model that answers none (a random one) keeps every prompt: a ranking still exists
-        pairs = pairs.select(correct.nonzero()[:, 0])
+    pairs = answered_pairs(study, pairs, config.batch_size)
     results: list[StageResult] = []
     receivers: tuple[Head, ...] | None = None
     for stage in STAGES:
