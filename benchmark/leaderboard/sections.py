@@ -60,8 +60,8 @@ def _baselines(block, kind: str) -> list[tuple[str, float]]:
         random = model.random.mean if kind == "ratio" else model.random.normalized_mean
         lines.append((f"random ({name})", random))
         if model.diagnostics is not None:
-            ceiling = model.diagnostics.all_sites
-            value = ceiling.faithfulness if kind == "ratio" else ceiling.normalized
+            all_sites = model.diagnostics.all_sites
+            value = all_sites.faithfulness if kind == "ratio" else all_sites.normalized
             lines.append((f"all heads at all group sites ({name})", value))
     return [(label, value) for label, value in lines if value is not None]
 

@@ -45,9 +45,9 @@ def write_plots(result: Result, directory: Path) -> tuple[Path, ...]:
     circuits, faithfulness = result.circuits, result.faithfulness
     random, found = faithfulness.base.random.mean, faithfulness.base.diagnostics
     baselines = {} if random is None else {"random circuits (base)": random}
-    ceiling = found.all_sites.faithfulness if found is not None else None
-    if ceiling is not None:
-        baselines["all heads at all group sites (base)"] = ceiling
+    all_sites = found.all_sites.faithfulness if found is not None else None
+    if all_sites is not None:
+        baselines["all heads at all group sites (base)"] = all_sites
     return (
         plot_head_effects(circuits.base, directory / "base_head_effects.png", "base model"),
         plot_head_effects(circuits.finetuned, directory / "finetuned_head_effects.png", "fine-tuned model"),
