@@ -124,14 +124,20 @@ class RunScores:
         return sum(self.logit_diffs) / len(self.logit_diffs)
 
 
+def run_scores(logits: torch.Tensor, rows: EncodedPrompts) -> RunScores:
+    """Decisions and logit differences of `rows` from their last-position logits [batch, vocab]."""
+    correct = (logits.argmax(-1).cpu() == rows.answer_ids).tolist()
+    return RunScores(tuple(correct), tuple(logit_diff(logits, rows).cpu().tolist()))
+
+
 def score_run(model, encoded: EncodedPrompts, batch_size: int = 32, intervention=None) -> RunScores:
     """Decisions and logit differences of every row, batch by batch (optionally under `intervention`)."""
     correct: list[bool] = []
     diffs: list[float] = []
     start = 0
     for logits in iter_last_token_logits(model, encoded, batch_size, intervention=intervention):
-        rows = encoded.select(slice(start, start + len(logits)))
-        correct += (logits.argmax(-1).cpu() == rows.answer_ids).tolist()
-        diffs += logit_diff(logits, rows).cpu().tolist()
+        scores = run_scores(logits, encoded.select(slice(start, start + len(logits))))
+        correct += scores.correct
+        diffs += scores.logit_diffs
         start += len(logits)
     return RunScores(tuple(correct), tuple(diffs))

@@ -1,5 +1,5 @@
-"""The circuit run: the components a circuit keeps, each group's heads at its token position, and the
-intervention that mean-ablates everything else (faithfulness and minimality pruning read it).
+"""The circuit run: the components a circuit keeps, each group's heads at its token position (everything
+else is ablated: `benchmark.ablation`, `benchmark.ablated_prefix`; faithfulness and minimality read it).
 """
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ import torch
 
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Site
 from benchmark.data import EncodedPrompts
-from benchmark.hooks import mean_ablate
-from benchmark.models import ArchitectureAdapter
 
 
 def site_positions(site: Site, encoded: EncodedPrompts) -> torch.Tensor:
@@ -47,14 +45,3 @@ def keep_mask(circuit: Circuit, encoded: EncodedPrompts, n_layers: int, n_heads:
             positions = group_positions(group, encoded)
             keep[rows, positions] |= group_mask(circuit, group, n_layers, n_heads)
     return keep
-
-
-def circuit_intervention(adapter: ArchitectureAdapter, circuit: Circuit, means: torch.Tensor):
-    """The circuit run as a per-batch intervention: mean-ablate (to `means` [pos, layer, head, d]) every
-    component outside the circuit, for `benchmark.accuracy`'s scoring functions."""
-    shape = adapter.shape
-
-    def intervene(batch: EncodedPrompts):
-        return mean_ablate(adapter, means, keep=keep_mask(circuit, batch, shape.n_layers, shape.n_heads))
-
-    return intervene

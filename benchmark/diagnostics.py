@@ -22,7 +22,7 @@ import torch
 from benchmark.circuit import GROUPS, Circuit
 from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts
-from benchmark.faithfulness import Ends, FaithfulnessResult, Source, mask_faithfulness
+from benchmark.faithfulness import Ends, FaithfulnessResult, Source, mask_faithfulness, prefixed
 from benchmark.models import ModelUnderStudy
 from benchmark.records import PositionDiagnostics
 
@@ -71,6 +71,7 @@ def run_diagnostics(
 ) -> Diagnostics:
     """The three runs, measured between `ends` (the model's full and empty runs under this ablation)."""
     shape = study.adapter.shape
+    source = prefixed(study, source, encoded, batch_size)  # the three runs share the ablated prefix
 
     def run(keep) -> FaithfulnessResult:
         return mask_faithfulness(study, encoded, source, keep, batch_size, ends=ends)

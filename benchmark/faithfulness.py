@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.ablated_prefix import AblatedPrefix
 from benchmark.ablation import MEAN, AblationSource, KeepFn, RunScores, ablated_run, check_source, score_run
 from benchmark.accuracy import Intervention, score_accuracy
 from benchmark.circuit import GROUPS, Circuit, Group, Head
@@ -30,7 +31,10 @@ from benchmark.models import HeadShape, ModelUnderStudy
 from benchmark.records import Curve, CurvePoint, FaithfulnessScore, ModelFaithfulness, RandomBaseline
 from benchmark.settings import FaithfulnessConfig
 
-Source = AblationSource | torch.Tensor  # a bare tensor: the means of mean ablation
+# Where ablated heads take their values: a bare tensor is the means of mean ablation; an `AblatedPrefix` (of
+# the evaluated model and prompts) runs every circuit over their shared ablated prefix, the same numbers for
+# less compute (see `prefixed`).
+Source = AblationSource | torch.Tensor | AblatedPrefix
 
 
 @dataclass(frozen=True)
@@ -175,10 +179,31 @@ def ablation_means(study: ModelUnderStudy, split: Split, seed: int = 0, batch_si
 
 def as_source(source: Source) -> AblationSource:
     """An ablation source; a bare tensor is the means of mean ablation."""
+    if isinstance(source, AblatedPrefix):
+        return source.source
     return source if isinstance(source, AblationSource) else AblationSource(MEAN, source)
 
 
+def prefixed(study: ModelUnderStudy, source: Source, encoded: EncodedPrompts, batch_size: int = 32):
+    """`source` as an `AblatedPrefix` of `study` on `encoded`: what a caller running several circuits on the
+    same prompts passes on (one all-ablated pass per batch, then only each run's suffix)."""
+    if isinstance(source, AblatedPrefix):
+        return _own_prefix(source, study, encoded)
+    source = as_source(source)
+    _check_source(source, study.adapter.shape, encoded)
+    return AblatedPrefix(study, source, encoded, batch_size)
+
+
+def _own_prefix(runs: AblatedPrefix, study: ModelUnderStudy, encoded: EncodedPrompts) -> AblatedPrefix:
+    """`runs`, checked to be of this model and these prompts."""
+    if runs.study.model is not study.model or not torch.equal(runs.encoded.input_ids, encoded.input_ids):
+        raise ValueError("this AblatedPrefix is of another model or other prompts: build one with prefixed()")
+    return runs
+
+
 def _check_source(source: AblationSource, shape: HeadShape, encoded: EncodedPrompts) -> None:
+    if isinstance(source, AblatedPrefix):
+        return  # checked when it was built
     check_source(source, encoded)
     if source.means is None:
         return
@@ -218,10 +243,20 @@ def intervention_faithfulness(
 ) -> FaithfulnessResult:
     """Faithfulness of any per-batch intervention; `full_accuracy` skips re-scoring the unmodified model,
     and with `ends` (the full and empty runs of the same ablation) f is measured too."""
-    if full_accuracy is None:
-        full_accuracy = ends.full.accuracy if ends else score_accuracy(model, encoded, batch_size).accuracy
-    run = score_run(model, encoded, batch_size, intervention)
-    result = replace(faithfulness_ratio(full_accuracy, run.accuracy, len(encoded)), run=run)
+    full = _full_accuracy(model, encoded, batch_size, full_accuracy, ends)
+    return run_faithfulness(score_run(model, encoded, batch_size, intervention), full, ends)
+
+
+def _full_accuracy(model, encoded: EncodedPrompts, batch_size: int, known: float | None, ends: Ends | None):
+    """The unmodified model's accuracy on `encoded`: `known`, else the full run's, else measured now."""
+    if known is not None:
+        return known
+    return ends.full.accuracy if ends else score_accuracy(model, encoded, batch_size).accuracy
+
+
+def run_faithfulness(run: RunScores, full_accuracy: float, ends: Ends | None = None) -> FaithfulnessResult:
+    """Faithfulness of a scored run: its accuracy over `full_accuracy`, and f between `ends` when given."""
+    result = replace(faithfulness_ratio(full_accuracy, run.accuracy, len(run.correct)), run=run)
     if ends is None:
         return result
     f = normalized_faithfulness(run.mean_logit_diff, ends.empty.mean_logit_diff, ends.full.mean_logit_diff)
@@ -238,6 +273,9 @@ def mask_faithfulness(
     ends: Ends | None = None,
 ) -> FaithfulnessResult:
     """Faithfulness with every component ablated (mean or resample, `source`) except where `keep`."""
+    if isinstance(source, AblatedPrefix):
+        full = _full_accuracy(study.model, encoded, batch_size, full_accuracy, ends)
+        return run_faithfulness(_own_prefix(source, study, encoded).score(keep), full, ends)
     source = as_source(source)
     _check_source(source, study.adapter.shape, encoded)
     run = ablated_run(study, source, keep)
@@ -262,9 +300,11 @@ def faithfulness(
 
 def run_ends(study: ModelUnderStudy, encoded: EncodedPrompts, source: Source, batch_size: int = 32) -> Ends:
     """The unmodified model's run and the run with every head ablated under `source`."""
+    full = score_run(study.model, encoded, batch_size)
+    if isinstance(source, AblatedPrefix):
+        return Ends(full, _own_prefix(source, study, encoded).score(lambda rows: None))
     source = as_source(source)
     _check_source(source, study.adapter.shape, encoded)
-    full = score_run(study.model, encoded, batch_size)
     empty = score_run(study.model, encoded, batch_size, ablated_run(study, source, lambda rows: None))
     return Ends(full, empty)
 

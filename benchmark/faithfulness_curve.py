@@ -24,8 +24,8 @@ from benchmark.faithfulness import (
     FaithfulnessResult,
     RankedHead,
     Source,
-    as_source,
     faithfulness,
+    prefixed,
     random_circuit_baseline,
     run_ends,
 )
@@ -115,7 +115,7 @@ def evaluate_faithfulness(
     baseline and the curve, each with f between the model's full and empty runs. `full_accuracy`: the
     unmodified model's accuracy on `encoded` when already measured (it must equal the full run's)."""
     circuit = discovery.circuit if circuit is None else circuit
-    source = as_source(means)
+    source = prefixed(study, means, encoded, config.batch_size)  # every run below shares the ablated prefix
     ends = run_ends(study, encoded, source, config.batch_size)
     full = ends.full.accuracy if full_accuracy is None else full_accuracy
     own = faithfulness(study, circuit, encoded, source, config.batch_size, full, ends)

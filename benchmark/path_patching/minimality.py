@@ -19,12 +19,13 @@ from contextlib import ExitStack
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.accuracy import answer_probabilities
+from benchmark.ablated_prefix import AblatedPrefix
+from benchmark.ablation import MEAN, AblationSource
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head
-from benchmark.circuit_run import circuit_intervention
+from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts
-from benchmark.head_cache import capture_heads, patch_from_cache, site_mask, sites_positions
-from benchmark.models import ArchitectureAdapter
+from benchmark.head_cache import cached_patch, capture_heads, site_mask, sites_positions
+from benchmark.models import ModelUnderStudy
 
 
 def donor_rows(prompts: EncodedPrompts) -> torch.Tensor:
@@ -44,11 +45,16 @@ def donor_rows(prompts: EncodedPrompts) -> torch.Tensor:
 
 
 def removal_metric(
-    model, adapter: ArchitectureAdapter, selected: Circuit, prompts: EncodedPrompts, means, batch_size: int
+    study: ModelUnderStudy, selected: Circuit, prompts: EncodedPrompts, means: torch.Tensor, batch_size: int
 ) -> Callable[[Circuit], float]:
     """metric(circuit): mean p(answer) of the circuit run in which each head of `selected` missing from
-    `circuit` takes its donor's output at its group's site (everything else outside is mean-ablated)."""
+    `circuit` takes its donor's output at its group's site (everything else outside is mean-ablated).
+
+    Every candidate runs over the prompts' shared mean-ablated prefix (`AblatedPrefix`): what comes before
+    the first site any head of `selected` is read at is the same in all of them."""
+    model, adapter = study.model, study.adapter
     donors = prompts.select(donor_rows(prompts))
+    sites = {group: sites_positions([GROUP_SITE[group]], prompts) for group in GROUPS}  # [rows, 1] each
     caches = {
         group: capture_heads(
             model,
@@ -61,29 +67,25 @@ def removal_metric(
         for group in GROUPS
         if selected.heads(group)
     }
+    runs = AblatedPrefix(study, AblationSource(MEAN, means), prompts, batch_size)
+    shape = adapter.shape
 
     def metric(circuit: Circuit) -> float:
-        ablate = circuit_intervention(adapter, circuit, means)
         removed = {g: [h for h in selected.heads(g) if h not in circuit.heads(g)] for g in caches}
-        patches = [
-            patch_from_cache(
-                adapter,
-                caches[g].subset(site_mask([heads], adapter.shape)),
-                sites_positions([GROUP_SITE[g]], prompts),
-                prompts.input_ids,
-            )
-            for g, heads in removed.items()
-            if heads
-        ]
+        patches = [(caches[g].subset(site_mask([h], shape)), sites[g]) for g, h in removed.items() if h]
 
-        def intervene(batch: EncodedPrompts) -> ExitStack:
+        def patch(index: torch.Tensor, start: int) -> ExitStack:
             stack = ExitStack()
-            stack.enter_context(ablate(batch))  # registered first: the donor values then overwrite
-            for patch in patches:
-                stack.enter_context(patch(batch))
+            for cache, positions in patches:
+                stack.enter_context(cached_patch(adapter, cache, index, positions[index] - start))
             return stack
 
-        return float(answer_probabilities(model, prompts, batch_size, intervention=intervene).mean())
+        probabilities = runs.answer_probabilities(
+            lambda rows: keep_mask(circuit, rows, shape.n_layers, shape.n_heads),
+            patch,
+            touched=lambda rows: keep_mask(selected, rows, shape.n_layers, shape.n_heads),
+        )
+        return float(probabilities.mean())
 
     return metric
 

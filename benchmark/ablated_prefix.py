@@ -1,0 +1,190 @@
+"""Circuit runs on a shared ablated prefix: compute once what no circuit run can change, then only the rest.
+
+In a circuit run every head outside the kept components is ablated (to its mean, or to a resampled prompt's
+value). Attention is causal, so the tokens of a batch before its first kept component are the same in every
+run under one ablation: all their heads are ablated, whatever the circuit keeps later. `AblatedPrefix` runs
+each batch once with every head ablated, keeps the key-value cache of all but its last token, and each run
+then recomputes only the tokens from its first kept position on:
+
+- a circuit of value fetchers, position transmitters and position detectors (read at the last token and the
+  query label) recomputes the query segment, a handful of tokens; the empty run, the last token alone;
+- one with structure readers (read at the queried box's label, inside the context) recomputes from that
+  label on. Rows are batched by that earliest site, so no batch mixes two and the saving holds in each.
+- resample ablation also keeps each batch's counterfactual head outputs from the earliest site on, so the
+  counterfactual prompts run once per prompt set, not once per circuit run.
+
+A run that keeps a component before the cached part (the diagnostics' context-kept run) runs its batches in
+full, exactly as without a cache; so does every run when the cache would exceed `STORE_BYTES`. Results come
+back in the prompts' order and equal those of full passes up to float rounding (tests/test_ablated_prefix.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.ablation import MEAN, AblationSource, KeepFn, RunScores, ablate, check_source, run_scores
+from benchmark.accuracy import answer_probability, forward_last
+from benchmark.data import EncodedPrompts
+from benchmark.hooks import capture_head_outputs, mean_ablate, patch_head_outputs
+from benchmark.models import ModelUnderStudy
+
+# Largest cache kept for one prompt set (prefix keys and values, resampled head outputs), in bytes; 0 turns
+# the cache off (every run a full pass: the reference path benchmarks/score_speed.py times against).
+STORE_BYTES = 2 << 30
+
+# A patch on top of the ablation for a batch: (its rows of the prompts [batch], the first token of the pass)
+# -> hooks writing at token indices of that pass. Entered after the ablation, so it wins where both write.
+Patch = Callable[[torch.Tensor, int], AbstractContextManager]
+
+
+@dataclass
+class _Batch:
+    """Rows sharing one earliest site, with what every run over them reuses."""
+
+    index: torch.Tensor  # [batch] row numbers in the prompts
+    rows: EncodedPrompts
+    low: int  # their earliest site: resampled head outputs are kept from here on
+    entries: list[tuple] | None = None  # per layer (k, v, ...) [batch, kv, last, d] of the all-ablated run
+    resampled: torch.Tensor | None = None  # resample: [batch, pos - low, layer, head, d]
+
+    def nbytes(self) -> int:
+        tensors = [t for entry in self.entries or () for t in entry[:2]]
+        tensors += [self.resampled] if self.resampled is not None else []
+        return sum(t.nbytes for t in tensors)
+
+
+def _batches(encoded: EncodedPrompts, batch_size: int) -> list[_Batch]:
+    """Rows sorted (stably) by their earliest site, split where it changes and every `batch_size` rows."""
+    earliest = encoded.query_label_earlier_pos  # [rows]: no group site comes earlier
+    order = torch.argsort(earliest, stable=True)
+    batches = []
+    for site in torch.unique_consecutive(earliest[order]).tolist():
+        for index in order[earliest[order] == site].split(batch_size):
+            batches.append(_Batch(index, encoded.select(index), int(site)))
+    return batches
+
+
+def first_kept(keep: torch.Tensor | None, n_pos: int) -> int:
+    """The first token any row keeps a component at (n_pos if none); keep is [batch|1, pos|1, layer, head]."""
+    if keep is None:
+        return n_pos
+    kept = keep.expand(keep.shape[0], n_pos, *keep.shape[2:]).flatten(2).any(-1).any(0)  # [pos]
+    return int(kept.int().argmax()) if bool(kept.any()) else n_pos
+
+
+class AblatedPrefix:
+    """The circuit runs of one model on one prompt set under one ablation, sharing the all-ablated prefix."""
+
+    def __init__(
+        self, study: ModelUnderStudy, source: AblationSource, encoded: EncodedPrompts, batch_size: int
+    ):
+        check_source(source, encoded)
+        self.study, self.source, self.encoded = study, source, encoded
+        self.n_pos = encoded.input_ids.shape[1]
+        self.last = self.n_pos - 1  # the cache covers every token before the last
+        self.batches = _batches(encoded, batch_size)
+        self.cached = self._fill()
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @torch.inference_mode()
+    def _fill(self) -> bool:
+        """Run every batch with all heads ablated and keep its cache; False (and keep nothing) when the
+        whole set would exceed STORE_BYTES, judged from the first batch."""
+        if STORE_BYTES == 0:
+            return False
+        for i, batch in enumerate(self.batches):
+            ids = batch.rows.input_ids.to(self.study.device)
+            values = self._resampled_values(batch.rows)  # [batch, pos, layer, head, d] or None
+            with self._all_ablated(values, self.last):
+                batch.entries = self.study.cache_entries(self.study.prefill(ids[:, : self.last]))
+            batch.resampled = None if values is None else values[:, batch.low :]
+            if i == 0 and batch.nbytes() / len(batch.index) * len(self.encoded) > STORE_BYTES:
+                batch.entries = batch.resampled = None
+                return False
+        return True
+
+    def _resampled_values(self, rows: EncodedPrompts) -> torch.Tensor | None:
+        """Resample ablation: the counterfactual rows' head outputs [batch, pos, layer, head, d]."""
+        if self.source.name == MEAN:
+            return None
+        with capture_head_outputs(self.study.adapter, to_device=self.study.device) as recording:
+            self.study.model(rows.counterfactual_ids.to(self.study.device), use_cache=False)
+        return recording.stack()
+
+    def _all_ablated(self, values: torch.Tensor | None, end: int) -> AbstractContextManager:
+        """Hooks ablating every head of tokens [0, end) (a pass over exactly those tokens)."""
+        if values is None:
+            return mean_ablate(self.study.adapter, self.source.means[:end])
+        return patch_head_outputs(self.study.adapter, values[:, :end])
+
+    def _suffix_ablation(
+        self, batch: _Batch, keep: torch.Tensor | None, start: int
+    ) -> AbstractContextManager:
+        """Hooks ablating all but `keep` on the tokens from `start` on (a pass over exactly those tokens)."""
+        kept = None if keep is None else keep[:, start:]  # [batch, pos - start, layer, head]
+        if self.source.name == MEAN:
+            return mean_ablate(self.study.adapter, self.source.means[start:], keep=kept)
+        ablated = None if kept is None else ~kept.bool()
+        return patch_head_outputs(self.study.adapter, batch.resampled[:, start - batch.low :], mask=ablated)
+
+    def _logits(self, batch: _Batch, keep: torch.Tensor | None, start: int, patch: Patch | None):
+        """Last-position logits [batch, vocab] of one batch: over its cached prefix when `start` allows."""
+        ids = batch.rows.input_ids.to(self.study.device)
+        low = 1 if self.source.name == MEAN else max(batch.low, 1)  # resampled values begin at `low`
+        with ExitStack() as stack:
+            if not self.cached or start < low:
+                stack.enter_context(ablate(self.study, self.source, batch.rows, keep))
+                stack.enter_context(patch(batch.index, 0) if patch else nullcontext())
+                return forward_last(self.study.model, ids)
+            entries = [(k[:, :, :start], v[:, :, :start], *rest) for k, v, *rest in batch.entries]
+            cache = self.study.cache_of(entries)  # built before the hooks: the prefix is already ablated
+            stack.enter_context(self._suffix_ablation(batch, keep, start))
+            stack.enter_context(patch(batch.index, start) if patch else nullcontext())
+            return self.study.extend(ids[:, start:], cache, last_only=True)[:, -1]
+
+    @torch.inference_mode()
+    def logits(self, keep: KeepFn, patch: Patch | None = None, touched: KeepFn | None = None) -> Iterator:
+        """(rows [batch], last-position logits [batch, vocab]) of each batch of the run that ablates all but
+        `keep(rows)`, with `patch` on top; `touched(rows)` marks where the patch writes (it must not come
+        before the first token the pass computes)."""
+        for batch in self.batches:
+            kept = keep(batch.rows)  # [batch|1, pos|1, layer, head] or None
+            if kept is not None:
+                kept = kept.expand(len(batch.index), self.n_pos, *kept.shape[2:])
+            start = min(first_kept(kept, self.n_pos), self.last)
+            if touched is not None:
+                start = min(start, first_kept(touched(batch.rows), self.n_pos))
+            yield batch.index, self._logits(batch, kept, start, patch)
+
+    def score(self, keep: KeepFn) -> RunScores:
+        """Each prompt's decision and logit difference in the run, in the prompts' order."""
+        parts = [(index, run_scores(logits, batch)) for index, logits, batch in self._runs(keep)]
+        return _in_order(parts, len(self.encoded))
+
+    def answer_probabilities(self, keep: KeepFn, patch: Patch | None = None, touched=None) -> torch.Tensor:
+        """p(answer) of every prompt in the run, in the prompts' order: [rows] float32 on the CPU."""
+        out = torch.empty(len(self.encoded))
+        for index, logits, batch in self._runs(keep, patch, touched):
+            out[index] = answer_probability(logits, batch.answer_ids).cpu()
+        return out
+
+    def _runs(self, keep, patch=None, touched=None):
+        for index, logits in self.logits(keep, patch, touched):
+            yield index, logits, self.encoded.select(index)
+
+
+def _in_order(parts: list[tuple[torch.Tensor, RunScores]], n: int) -> RunScores:
+    """Per-batch scores put back in row order."""
+    correct: list[bool] = [False] * n
+    diffs: list[float] = [0.0] * n
+    for index, scores in parts:
+        for row, ok, diff in zip(index.tolist(), scores.correct, scores.logit_diffs, strict=True):
+            correct[row], diffs[row] = ok, diff
+    return RunScores(tuple(correct), tuple(diffs))
