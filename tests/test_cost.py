@@ -22,6 +22,7 @@ from benchmark.pipeline.cost import (
     mechanism,
     minimality,
     path_patching,
+    reader_start,
     stage_costs,
 )
 from benchmark.pipeline.pair import Pair
@@ -78,8 +79,12 @@ def test_discovery_counts_match_a_hand_count():
     b = 2 * 5 * S + 16 + 5 * 38 + 16 * 1
     d = 2 * 5 * S + 16 + 5 * 36 + 16 * 3
     assert _rows(path_patching(c)) == 5 * S + a + 2 * b + d
-    # minimality: 4 donor caches, the circuit run and one run without each of its 4 heads, 5 prompts each
-    assert _rows(minimality(c)) == (4 + 1 + 4) * 5 * S
+    # minimality: 4 donor caches, the circuit run and one run without each of its 4 heads, 5 prompts each;
+    # over the prefix: the all-ablated run of every token but the last, then the runs from token 14 on (the
+    # query label is at 36, the context's middle box label at 36 * 4 // 10)
+    assert _rows(minimality(c, prefix=False)) == (4 + 1 + 4) * 5 * S
+    assert reader_start(c) == 14
+    assert _rows(minimality(c)) == 4 * 5 * S + 5 * (S - 1) + (1 + 4) * 5 * (S - 14)
 
 
 def test_the_other_stages_match_a_hand_count():
@@ -99,14 +104,17 @@ def test_the_other_stages_match_a_hand_count():
         3 * (8 + 8 + 24 + 8 * S),
     )
     assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
-    # faithfulness, 10 test prompts: full run; empty, circuit, 2 random, 2 curve sizes (k = 2, 4) ablated;
-    # resample also runs the 6 ablated runs' counterfactuals
+    # faithfulness, 10 test prompts, per ablation: the full run, the all-ablated prefix (every token but the
+    # last), then empty, circuit, 2 random, 2 curve sizes (k = 2, 4) from token 14 on; resample also runs the
+    # counterfactuals once. Diagnostics: context kept in full (resample: with its counterfactuals), query
+    # kept and all sites over the prefix. Cross: one run in full.
+    ablated = 10 * (S - 1) + 6 * 10 * (S - 14)
     expected = {
         "base.record": 0,
         "base.behaviour": 2 * 10 * S,  # lm-eval, then the suite's scorer
         "base.means": 5 * S,
-        "base.faithfulness": (7 + 7 + 6) * 10 * S,
-        "base.diagnostics": (3 + 3 + 3) * 10 * S,
+        "base.faithfulness": 2 * (10 * S + ablated) + 10 * S,
+        "base.diagnostics": 2 * (10 * S + 10 * (S - 1) + 2 * 10 * (S - 14)) + 2 * 10 * S,
         "base.mechanism": (2 + 4) * 10 * S + 2 * 2 * 10 * 3,  # + residual patches on 3 suffix tokens
         "cross.faithfulness": (1 + 1 + 1) * 10 * S,
         "cross.dcm_transfer": 3 * (1 + 4) * 2 * S,  # per desideratum a shared counterfactual run, 4 masks
@@ -145,7 +153,7 @@ def test_the_cpu_throughput_predicts_the_measured_organism_times():
         name: cost_of(c, name, work).seconds(CPU_TFLOPS)
         for name, work in (
             ("path patching", path_patching(c)),
-            ("minimality", minimality(c)),
+            ("minimality", minimality(c, prefix=False)),
             ("mechanism", mechanism(c, suffix=False)),
         )
     }

@@ -214,11 +214,30 @@ def path_patching(c: Inputs) -> Work:
     return work
 
 
-def minimality(c: Inputs) -> Work:
-    """Donor head caches per group, then the circuit run once and once without each selected head."""
+def minimality(c: Inputs, prefix: bool = True) -> Work:
+    """Donor head caches per group, then the circuit run once and once without each selected head: over the
+    prompts' all-ablated prefix (`prefix=False`: each run a full pass, the reference path)."""
     rows = rows_of(c.settings.discovery.n_minimality_prompts, c.settings.n_boxes)
-    runs = c.n_groups + 1 + sum(c.group_sizes)
-    return Work((c.full(runs * rows, c.settings.discovery.batch_size),), (c.means(),))
+    batch = c.settings.discovery.batch_size
+    runs = 1 + sum(c.group_sizes)
+    if not prefix:
+        return Work((c.full((c.n_groups + runs) * rows, batch),), (c.means(),))
+    return Work((c.full(c.n_groups * rows, batch),), (c.means(),)) + _prefix_runs(c, rows, runs, batch)
+
+
+def reader_start(c: Inputs) -> int:
+    """The first token a circuit run over the ablated prefix computes, taking the upper bound that every
+    circuit has structure readers: the queried box's label, on average half-way into the context."""
+    context = site_position(Site.QUERY_LABEL, c.n_tokens)  # the query segment follows the context
+    return context * (c.settings.n_boxes - 1) // (2 * c.settings.n_boxes)
+
+
+def _prefix_runs(c: Inputs, rows: int, runs: int, batch: int) -> Work:
+    """`runs` circuit runs of `rows` prompts over their all-ablated prefix (`AblatedPrefix`): the prefix once
+    (every token but the last, its cache held), then each run's tokens from `reader_start` on."""
+    start = reader_start(c)
+    passes = (Pass(rows, c.n_tokens - 1, batch), Pass(runs * rows, c.n_tokens - start, batch, start))
+    return Work(passes, (Buffer("ablated prefix cache", c.kv(rows, c.n_tokens - 1)),))
 
 
 def _discovery(c: Inputs) -> Work:
@@ -231,17 +250,21 @@ def _floor(c: Inputs) -> Work:
     return Work() if c.settings.floor_seed is None else _discovery(c)
 
 
-def _ablated(c: Inputs, runs: int, clean_runs: int = 0) -> Work:
-    """Per ablation, `runs` ablated runs of the test prompts and `clean_runs` unmodified ones; resample
-    ablation runs each batch's counterfactuals first (a plain forward: logits at every position)."""
+def _ablated(c: Inputs, runs: int, clean_runs: int = 0, full_runs: int = 0) -> Work:
+    """Per ablation, `runs` circuit runs of the test prompts over their all-ablated prefix, `full_runs` in
+    full (a run keeping context tokens) and `clean_runs` unmodified ones; resample ablation runs the
+    counterfactuals (a plain forward: logits at every position) once for the prefix and for each full run,
+    and keeps their head outputs from `reader_start` on."""
     n, b, work = rows_of(c.settings.behaviour.n_prompts, c.settings.n_boxes), c.settings.batch_size, Work()
     for ablation in c.settings.faithfulness.ablations:
-        scored = (c.full((runs + clean_runs) * n),)
+        work += Work((c.full((clean_runs + full_runs) * n),))
+        work += _prefix_runs(c, n, runs, b) if runs else Work()
         if ablation != RESAMPLE:
-            work += Work(scored, (c.means(),))
+            work += Work((), (c.means(),))
             continue
-        heads = Buffer("counterfactual heads [batch, pos, layer, head, d]", c.heads_at_sites(b, c.n_tokens))
-        work += Work((*scored, c.full(runs * n, logits=c.n_tokens)), (heads,))
+        kept = c.heads_at_sites(n, c.n_tokens - reader_start(c))
+        heads = Buffer("counterfactual heads [prompt, pos, layer, head, d] from the earliest site", kept)
+        work += Work((c.full((bool(runs) + full_runs) * n, logits=c.n_tokens),), (heads,) if runs else ())
     return work
 
 
@@ -334,10 +357,10 @@ COSTS: dict[tuple[str, bool], CostFunction] = {
     ("discovery", MODEL): _discovery,
     ("faithfulness", MODEL): _faithfulness,
     ("dcm", MODEL): _dcm,
-    ("diagnostics", MODEL): lambda c: _ablated(c, 3),  # context kept, query kept, all sites
+    ("diagnostics", MODEL): lambda c: _ablated(c, 2, full_runs=1),  # query kept, all sites; context kept
     ("mechanism", MODEL): mechanism,
     ("discovery_floor", MODEL): _floor,
-    ("faithfulness", PAIR): lambda c: _ablated(c, 1),  # the base circuit in the fine-tuned model
+    ("faithfulness", PAIR): lambda c: _ablated(c, 0, full_runs=1),  # the base circuit in the fine-tuned
     ("dcm_transfer", PAIR): _dcm_transfer,
     ("dcm_overlap", PAIR): lambda c: Work(),  # set overlaps of recorded heads
     ("cmap", PAIR): _cmap,
