@@ -17,7 +17,7 @@ from benchmark.circuit import GROUP_SITE, Circuit, Group
 from benchmark.circuit_run import keep_mask
 from benchmark.data import encode_examples, generate_split
 from benchmark.diagnostics import all_sites_mask, context_positions
-from benchmark.faithfulness import ablation_means
+from benchmark.faithfulness import ablation_means, mask_faithfulness, prefixed
 from benchmark.head_cache import cached_patch, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 
@@ -136,3 +136,13 @@ def test_first_kept_reads_broadcast_masks():
     keep[1, 4, 2, 0] = True
     assert first_kept(keep, 6) == 4
     assert first_kept(torch.ones(1, 1, 3, 4, dtype=torch.bool), 6) == 0
+
+
+def test_a_prefix_of_other_prompts_is_a_clear_error(setup):
+    study, sources = setup
+    source, prompts = sources[0]
+    runs = prefixed(study, source, prompts)
+    assert prefixed(study, runs, prompts) is runs  # passed on as it is
+    others = prompts.select(torch.arange(len(prompts) - 1, -1, -1))
+    with pytest.raises(ValueError, match="another model or other prompts"):
+        mask_faithfulness(study, others, runs, lambda rows: None, ends=None, full_accuracy=1.0)
