@@ -1,5 +1,5 @@
 """Circuit runs over the shared ablated prefix give what full passes give, row for row, on tiny models of
-three architectures under both ablations, and they really skip the prefix (the saving cannot vanish
+every supported architecture under both ablations, and they really skip the prefix (the saving cannot vanish
 unnoticed)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from benchmark.diagnostics import all_sites_mask, context_positions
 from benchmark.faithfulness import ablation_means, mask_faithfulness, prefixed
 from benchmark.head_cache import cached_patch, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
+from benchmark.testing import TINY_ARCHITECTURES
 
 WITH_READERS = Circuit.of(
     {
@@ -47,7 +48,7 @@ def _keeps(shape):
     }
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2", "gpt_neox"])
+@pytest.fixture(scope="module", params=TINY_ARCHITECTURES)
 def setup(request, tiny_model_dir):
     """(study, [(mean source, prompts), (resample source, prompts)]) on 5-box prompts of every queried box."""
     directory = tiny_model_dir(request.param)
