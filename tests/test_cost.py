@@ -91,19 +91,23 @@ def test_the_other_stages_match_a_hand_count():
     shape = ModelShape.of(TINY)
     costs = {cost.stage: cost for cost in stage_costs(SETTINGS, Pair(shape, shape), S, Pair(GUESS, GUESS))}
     # DCM, per desideratum: one counterfactual run of the 4 + 2 + 2 pairs shared by the groups; every mask
-    # runs its 2 test rows; A and B train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38
-    # (stored: 4 + 2 rows) and validate 2 x 2 rows; C likewise on 3 tokens after 36; D (no prefix) on all 39
-    # tokens. Backward: the training rows.
+    # runs its 2 test rows; A and B train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38 and
+    # validate 2 x 2 rows; C likewise on 3 tokens after 36; D (no prefix) on all 39 tokens. The prefixes
+    # are stored once for every desideratum: 4 + 2 rows of 38 tokens (A and B share them) and of 36 (C).
+    # Backward: the training rows.
     shared, masks = 8 * S, 2 * S
-    a = masks + 8 + 4 + 6 * 38
-    cee = masks + 8 * 3 + 4 * 3 + 6 * 36
+    a = masks + 8 + 4
+    cee = masks + 8 * 3 + 4 * 3
     d = masks + 8 * S + 4 * S
     dcm = costs["base.dcm"]
     assert (dcm.forward_token_rows, dcm.backward_token_rows) == (
-        3 * (shared + 2 * a + cee + d),
+        3 * (shared + 2 * a + cee + d) + 6 * 38 + 6 * 36,
         3 * (8 + 8 + 24 + 8 * S),
     )
     assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
+    c = Inputs(SETTINGS, shape, S, GUESS)
+    (held,) = [b for b in COSTS[("dcm", True)](c).buffers if b.name.startswith("DCM prefix")]
+    assert held.nbytes == c.kv(6, 38) + c.kv(6, 36)  # both sites' stores, held together
     # faithfulness, 10 test prompts, per ablation: the full run, the all-ablated prefix (every token but the
     # last), then empty, circuit, 2 random, 2 curve sizes (k = 2, 4) from token 14 on; resample also runs the
     # counterfactuals once. Diagnostics: context kept in full (resample: with its counterfactuals), query

@@ -10,11 +10,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmark.accuracy import last_token_logits
 from benchmark.circuit import Circuit, Group, Site, head_iou
-from benchmark.data import Desideratum, build_pairs, encode_pairs, generate_split
+from benchmark.data import Desideratum, TokenizerError, build_pairs, encode_pairs, generate_split
 from benchmark.dcm import (
     DCMConfig,
     DCMData,
     EmptyGroupError,
+    build_dcm_data,
     dcm_data,
     dcm_overlap,
     masking,
@@ -54,10 +55,16 @@ def _one_head_model(directory):
     return model
 
 
-def _pairs(model, tokenizer, split: str, n: int):
-    """Object pairs whose target is what the model itself answers on the counterfactual prompt."""
-    pairs = encode_pairs(tokenizer, build_pairs(generate_split(3, split, n), Desideratum.OBJECT)[:n])
+def _pairs(model, tokenizer, split: str, n: int, desideratum=Desideratum.OBJECT):
+    """Pairs whose target is what the model itself answers on the counterfactual prompt."""
+    pairs = encode_pairs(tokenizer, build_pairs(generate_split(3, split, n), desideratum)[:n])
     return dataclasses.replace(pairs, target_ids=last_token_logits(model, pairs.counterfactual).argmax(-1))
+
+
+def _data(model, tokenizer, desideratum=Desideratum.OBJECT) -> DCMData:
+    """96 / 48 / 48 pairs of `desideratum`: every desideratum's clean prompts are the same rows."""
+    sizes = (("train", 96), ("validation", 48), ("test", 48))
+    return DCMData(*(_pairs(model, tokenizer, s, n, desideratum) for s, n in sizes))
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +73,7 @@ def setup(tmp_path_factory):
     directory = build_tiny_model("llama", tmp_path_factory.mktemp("dcm-llama"))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = _one_head_model(directory)
-    data = DCMData(
-        *(_pairs(model, tokenizer, s, n) for s, n in (("train", 96), ("validation", 48), ("test", 48)))
-    )
-    return model, ArchitectureAdapter(model), tokenizer, data
+    return model, ArchitectureAdapter(model), tokenizer, _data(model, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +236,9 @@ def test_errors_name_the_empty_group_and_the_sizes_needed(setup):
         train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, too_many)
     with pytest.raises(ValueError, match="at least 1"):
         DCMConfig(batch_size=0)
+    other = {"train": prefix_module.PrefixStore(ModelUnderStudy(model, adapter), CONFIG.eval_batch_size + 1)}
+    with pytest.raises(ValueError, match="shared PrefixStore"):
+        train_mask(model, adapter, CIRCUIT, GROUP, Desideratum.OBJECT, data, CONFIG, prefixes=other)
 
 
 def test_dcm_data_builds_each_split_at_its_size(setup):
@@ -242,30 +249,75 @@ def test_dcm_data_builds_each_split_at_its_size(setup):
     assert not torch.equal(data.test.target_ids, data.test.clean.answer_ids)
 
 
-def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_own_result(setup):
-    """run_dcm captures every group's counterfactual heads in one pass per split; each mask must be what
-    training that group alone (its own counterfactual passes) gives, exactly. Three groups with overlapping
-    heads, at two sites (last token, query label), two desiderata."""
-    model, adapter, _, data = setup
+class _CountedRuns(prefix_module.PrefixRuns):
+    """PrefixRuns that count their constructions (each one prefills its whole split)."""
+
+    built = 0
+
+    def __init__(self, *args, **kwargs):
+        type(self).built += 1
+        super().__init__(*args, **kwargs)
+
+
+def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_own_result(
+    setup, monkeypatch
+):
+    """run_dcm captures every group's counterfactual heads in one pass per split, and prefills each split's
+    clean prompts once per site for all groups and desiderata; each mask must be what training that group
+    alone (its own counterfactual passes and prefixes) gives, exactly. Four groups with overlapping heads:
+    two read at the last token, one at the query label (cached prefixes) and one with the full pass, over
+    two desiderata whose counterfactuals differ and whose clean prompts are equal (separate tensors)."""
+    model, adapter, tokenizer, data = setup
     circuit = Circuit.of(
         {
             GROUP.value: [(2, h) for h in range(4)],
             Group.POSITION_TRANSMITTER.value: [(1, 0), (2, 2)],
             Group.POSITION_DETECTOR.value: [(0, 1), (1, 3)],
+            Group.STRUCTURE_READER.value: [(0, 2), (1, 0)],
         }
     )
     config = dataclasses.replace(CONFIG, epochs=1)
-    both = {Desideratum.OBJECT: data, Desideratum.POSITION: data}
+    both = {Desideratum.OBJECT: data, Desideratum.POSITION: _data(model, tokenizer, Desideratum.POSITION)}
+    assert torch.equal(both["object"].train.clean.input_ids, both["position"].train.clean.input_ids)
+    assert both["object"].train.clean.input_ids is not both["position"].train.clean.input_ids
+    assert not torch.equal(both["object"].train.target_ids, both["position"].train.target_ids)
+    monkeypatch.setattr(_CountedRuns, "built", 0)
+    monkeypatch.setattr(prefix_module, "PrefixRuns", _CountedRuns)
     run = run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False)
+    assert _CountedRuns.built == 2 * 2  # (last token, query label) x (train, validation)
+    prefixed = (GROUP, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR)
     alone = [
         train_mask(model, adapter, circuit, group, desideratum, both[desideratum], config)
-        for group in (GROUP, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR)
+        for group in (*prefixed, Group.STRUCTURE_READER)
         for desideratum in both
     ]
+    assert _CountedRuns.built == 2 * 2 + len(prefixed) * len(both) * 2  # alone: two per mask
     assert run.results == tuple(alone)
-    assert any(result.heads for result in alone)  # not six empty selections
+    assert any(result.heads for result in alone)  # not eight empty selections
+    monkeypatch.setattr(prefix_module, "STORE_BYTES", 0)  # shared runs that each recompute their prefix
+    assert run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False) == run
     transfer = transfer_accuracies(ModelUnderStudy(model, adapter), run, both, progress=False)
     for r in alone:  # shared counterfactual runs here too
         test = both[r.desideratum].test.select(slice(0, r.n_test))
         expected = patch_result(model, adapter, r.heads, r.group, test, config.eval_batch_size).accuracy
         assert transfer[r.group, r.desideratum] == expected
+
+
+def test_dcm_data_of_several_desiderata_encodes_their_shared_clean_prompts_once(setup):
+    """build_dcm_data encodes each split's clean prompts once for every desideratum: the same data, tensor
+    for tensor, as encoding each desideratum's pairs alone."""
+    _, _, tokenizer, _ = setup
+    config = DCMConfig(n_train=10, n_validation=5, n_test=4, n_boxes=3)
+    shared = build_dcm_data(tokenizer, config)
+    for desideratum, data in shared.items():
+        alone = dcm_data(tokenizer, desideratum, config)
+        for name in ("train", "validation", "test"):
+            got, want = getattr(data, name), getattr(alone, name)
+            assert torch.equal(got.target_ids, want.target_ids)
+            for side in ("clean", "counterfactual"):
+                for field in dataclasses.fields(want.clean):
+                    a, b = getattr(getattr(got, side), field.name), getattr(getattr(want, side), field.name)
+                    assert torch.equal(a, b), (desideratum, name, side, field.name)
+    pairs = build_pairs(generate_split(3, "test", 4), Desideratum.OBJECT)[:4]
+    with pytest.raises(TokenizerError, match="3 clean prompts"):
+        encode_pairs(tokenizer, pairs, shared[Desideratum.OBJECT].test.clean.select(slice(0, 3)))

@@ -194,9 +194,23 @@ class EncodedPairs:
         )
 
 
-def encode_pairs(tokenizer, pairs: Sequence[CounterfactualPair]) -> EncodedPairs:
-    """Encode clean and counterfactual prompts together (one length), each target after its clean prompt."""
-    both = encode_examples(tokenizer, [p.clean for p in pairs] + [p.counterfactual for p in pairs])
+def encode_pairs(
+    tokenizer, pairs: Sequence[CounterfactualPair], clean: EncodedPrompts | None = None
+) -> EncodedPairs:
+    """Encode clean and counterfactual prompts together (one length), each target after its clean prompt.
+
+    `clean`: the pairs' clean examples already encoded (`encode_examples` of them, in order), where pairs
+    of several desiderata share them (DCM): then only the counterfactuals are encoded, to the same length."""
     n = len(pairs)
+    if clean is None:
+        both = encode_examples(tokenizer, [p.clean for p in pairs] + [p.counterfactual for p in pairs])
+        clean, counterfactual = both.select(slice(0, n)), both.select(slice(n, 2 * n))
+    else:
+        counterfactual = encode_examples(tokenizer, [p.counterfactual for p in pairs])
+        if len(clean) != n or counterfactual.input_ids.shape[1] != clean.input_ids.shape[1]:
+            raise TokenizerError(
+                f"{len(clean)} clean prompts of {clean.input_ids.shape[1]} tokens for {n} counterfactuals "
+                f"of {counterfactual.input_ids.shape[1]}: pairs need one clean prompt each, of one length"
+            )
     targets = [continuation_ids(tokenizer, p.clean.prompt, p.target)[0] for p in pairs]
-    return EncodedPairs(both.select(slice(0, n)), both.select(slice(n, 2 * n)), torch.tensor(targets))
+    return EncodedPairs(clean, counterfactual, torch.tensor(targets))

@@ -32,10 +32,12 @@ from benchmark.circuit_run import group_positions
 from benchmark.data import (
     Desideratum,
     EncodedPairs,
+    EncodedPrompts,
     Split,
     Vocabulary,
     build_pairs,
     check_vocabulary,
+    encode_examples,
     encode_pairs,
     generate_split,
 )
@@ -46,7 +48,7 @@ from benchmark.dcm.patching import (
     group_heads,
     patch_result,
 )
-from benchmark.dcm.prefix import PrefixRuns, mask_loss, mixing_edit
+from benchmark.dcm.prefix import PrefixRuns, PrefixStore, mask_loss, mixing_edit
 from benchmark.head_cache import site_mask
 from benchmark.hooks import edit_head_outputs
 from benchmark.kinds import outcome_text
@@ -131,17 +133,28 @@ def dcm_data(
     desideratum: Desideratum,
     config: DCMConfig = DCMConfig(),
     splits: Mapping[str, Split] | None = None,
+    clean: Mapping[str, EncodedPrompts] | None = None,
 ) -> DCMData:
     """Encode the three DCM splits of `desideratum` (default: `dcm_splits` of the words the tokenizer
-    keeps; a scoring run passes the splits it already built and records)."""
+    keeps; a scoring run passes the splits it already built and records). `clean`: `clean_prompts` of
+    these splits, where several desiderata share them (`build_dcm_data`)."""
     if splits is None:
         splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
-    sizes = config.sizes()
+    sizes, clean = config.sizes(), clean or {}
     parts = {
-        name: encode_pairs(tokenizer, build_pairs(split, desideratum, config.data_seed)[: sizes[name]])
+        name: encode_pairs(
+            tokenizer, build_pairs(split, desideratum, config.data_seed)[: sizes[name]], clean.get(name)
+        )
         for name, split in splits.items()
     }
     return DCMData(**parts)
+
+
+def clean_prompts(tokenizer, splits: Mapping[str, Split], config: DCMConfig) -> dict[str, EncodedPrompts]:
+    """The clean side of every desideratum's pairs of each split, encoded once: `build_pairs` pairs the
+    split's rows in order, whatever the desideratum, so only the counterfactuals differ between them."""
+    sizes = config.sizes()
+    return {name: encode_examples(tokenizer, split.examples[: sizes[name]]) for name, split in splits.items()}
 
 
 def used_splits(data: DCMData, config: DCMConfig) -> dict[str, EncodedPairs]:
@@ -194,20 +207,17 @@ def _rounded(heads: Sequence[Head], mask: torch.Tensor) -> tuple[Head, ...]:
 class _Validator:
     """Validation accuracy of rounded masks, each distinct head set scored once; keeps the best.
 
-    With `full_pass` every score is a full forward pass (the reference path); otherwise the clean prompts'
+    Without `runs` every score is a full forward pass (the reference path); with them the clean prompts'
     prefix before the group's site is computed once and each score runs only the suffix (`PrefixRuns`).
     """
 
-    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int, full_pass, cache):
+    def __init__(self, model, adapter, heads, group, pairs: EncodedPairs, batch_size: int, runs, cache):
         self.model, self.adapter = model, adapter
         self.group, self.pairs, self.batch_size = group, pairs, batch_size
         if cache is None:
             cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
         self.cache = cache
-        self.runs = None
-        if not full_pass:
-            sites = group_positions(group, pairs.clean)  # [rows]
-            self.runs = PrefixRuns(ModelUnderStudy(model, adapter), pairs, sites, batch_size)
+        self.runs: PrefixRuns | None = runs
         self.scores: dict[tuple[Head, ...], float] = {}
         self.history: list[Checkpoint] = []
         self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
@@ -221,7 +231,7 @@ class _Validator:
             )
         else:
             cf = self.cache.subset(site_mask([selected], self.adapter.shape)).values  # [rows, n, d]
-            score = self.runs.accuracy(selected, cf, self.batch_size)
+            score = self.runs.accuracy(selected, cf, self.pairs.target_ids, self.batch_size)
         self.scores[selected] = score
         return score
 
@@ -246,25 +256,37 @@ def _schedule(config: DCMConfig) -> Iterator[tuple[int, torch.Tensor, bool]]:
             yield step, order[start : start + config.batch_size], due or step == total
 
 
-def _loss_function(model, adapter, heads, group, train: EncodedPairs, config, full_pass: bool):
-    """loss(rows, cf, mask) of a training batch: the full pass, or the suffix over a cached prefix."""
-    if full_pass:
+def _prefix_runs(model, adapter, group, splits, config, prefixes) -> dict[str, PrefixRuns | None]:
+    """The cached prefix of the train and validation prompts before the group's site: from `prefixes` (a
+    `PrefixStore` per split, shared with the other masks), or built for this mask alone."""
+    runs, batch = {}, config.eval_batch_size
+    for name in ("train", "validation"):
+        store = (prefixes or {}).get(name) or PrefixStore(ModelUnderStudy(model, adapter), batch)
+        if store.study.model is not model or store.batch_size != batch:
+            raise ValueError("a shared PrefixStore must be of the model trained, at config.eval_batch_size")
+        clean = splits[name].clean
+        runs[name] = store.get(clean.input_ids, group_positions(group, clean))  # sites [rows]
+    return runs
+
+
+def _loss_function(model, adapter, heads, group, train: EncodedPairs, config, runs: PrefixRuns | None):
+    """loss(rows, cf, mask) of a training batch: the full pass (no `runs`), or the suffix over the cached
+    prefix of `runs`."""
+    if runs is None:
         return lambda rows, cf, mask: training_step(
             model, adapter, heads, group, train.select(rows), cf, mask, config
         )
-    sites = group_positions(group, train.clean)  # [rows]
-    runs = PrefixRuns(ModelUnderStudy(model, adapter), train, sites, config.eval_batch_size)
-    return lambda rows, cf, mask: runs.loss(rows, heads, cf, mask, config.sparsity)
+    return lambda rows, cf, mask: runs.loss(rows, heads, cf, mask, train.target_ids, config.sparsity)
 
 
-def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, full_pass, cache):
+def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, runs, cache):
     """Adam on the mask, clamped to [0, 1] after each step; validates the rounded mask on schedule."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
     if cache is None:
         cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
     cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
-    loss_of = _loss_function(model, adapter, heads, group, train, config, full_pass)
+    loss_of = _loss_function(model, adapter, heads, group, train, config, runs)
     mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
     optimizer = torch.optim.Adam([mask], lr=config.learning_rate)
     steps, moved = list(_schedule(config)), False
@@ -307,6 +329,7 @@ def train_mask(
     progress: bool = False,
     _full_pass: bool = False,
     caches: SplitCaches | None = None,
+    prefixes: Mapping[str, PrefixStore] | None = None,
 ) -> DCMResult:
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
@@ -314,17 +337,24 @@ def train_mask(
     in `PREFIX_GROUPS`, training and validation recompute only the tokens from the group's site on
     (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
     `benchmarks/dcm_speed.py` compare with. `caches`: `counterfactual_caches` of the used rows of each split
-    (`used_splits`), when the caller shares them between groups.
+    (`used_splits`), when the caller shares them between groups. `prefixes`: a `PrefixStore` of the model per
+    split ("train", "validation"), when the caller shares cached prefixes between masks (by default each
+    mask prefills its own).
     """
-    _full_pass = _full_pass or group not in PREFIX_GROUPS
     heads = group_heads(circuit, group)
-    train, validation, test = used_splits(data, config).values()
-    own = {name: (caches or {}).get(name, {}).get(group) for name in ("train", "validation", "test")}
+    splits = used_splits(data, config)
+    train, validation, test = splits.values()
+    own = {name: (caches or {}).get(name, {}).get(group) for name in splits}
+    if _full_pass or group not in PREFIX_GROUPS:
+        runs = dict.fromkeys(("train", "validation"))  # None: the full pass
+    else:
+        runs = _prefix_runs(model, adapter, group, splits, config, prefixes)
+    batch = config.eval_batch_size
     validate = _Validator(
-        model, adapter, heads, group, validation, config.eval_batch_size, _full_pass, own["validation"]
+        model, adapter, heads, group, validation, batch, runs["validation"], own["validation"]
     )
     trained = _train(
-        model, adapter, heads, group, train, validate, config, progress, _full_pass, own["train"]
+        model, adapter, heads, group, train, validate, config, progress, runs["train"], own["train"]
     )
     if not trained:
         search_rounded(heads, validate, validate.history[-1].step)

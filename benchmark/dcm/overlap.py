@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from benchmark.circuit import GROUPS, Circuit, Group, head_iou
-from benchmark.data import DCM_DESIDERATA, Desideratum, Split
+from benchmark.data import DCM_DESIDERATA, Desideratum, Split, check_vocabulary
 from benchmark.dcm.masking import (
     DCMConfig,
     DCMData,
     DCMResult,
+    clean_prompts,
     dcm_data,
+    dcm_splits,
     train_mask,
     used_splits,
 )
 from benchmark.dcm.patching import EmptyGroupError, counterfactual_caches, patch_result
+from benchmark.dcm.prefix import PrefixStore
 from benchmark.models import ModelUnderStudy
 from benchmark.records import DCMMask, DCMOverlap
 
@@ -72,9 +75,13 @@ def build_dcm_data(
     desiderata: Sequence[Desideratum] = DCM_DESIDERATA,
     splits: Mapping[str, Split] | None = None,
 ) -> dict[Desideratum, DCMData]:
-    """The DCM pairs of each desideratum; a base and a fine-tuned model share them (same tokenizer)."""
+    """The DCM pairs of each desideratum; a base and a fine-tuned model share them (same tokenizer). The
+    desiderata's clean prompts are the same rows of each split: encoded once (`clean_prompts`)."""
     config = config or DCMConfig()
-    return {Desideratum(d): dcm_data(tokenizer, Desideratum(d), config, splits) for d in desiderata}
+    if splits is None:
+        splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
+    clean = clean_prompts(tokenizer, splits, config)
+    return {Desideratum(d): dcm_data(tokenizer, Desideratum(d), config, splits, clean) for d in desiderata}
 
 
 def run_dcm(
@@ -87,10 +94,13 @@ def run_dcm(
 ) -> DCMRun:
     """Train a DCM mask for every (group, desideratum of `data`), with a progress bar over the masks. The
     counterfactual runs of a desideratum are shared by its groups: one pass per split captures every
-    group's heads (`counterfactual_caches`)."""
+    group's heads (`counterfactual_caches`). The cached clean prefixes are shared by every mask of a split
+    that reads the same prompts at the same sites (`PrefixStore`): groups read at one site, and desiderata,
+    whose clean prompts are the split's same rows."""
     config = config or DCMConfig()
     chosen, skipped = resolve_groups(circuit, groups)
     model, adapter, results = study.model, study.adapter, {}
+    prefixes = {name: PrefixStore(study, config.eval_batch_size) for name in ("train", "validation")}
     bar = tqdm(total=len(chosen) * len(data), desc="dcm", unit="mask", disable=not progress)
     for desideratum in map(Desideratum, data):
         splits = used_splits(data[desideratum], config)
@@ -98,9 +108,10 @@ def run_dcm(
             name: counterfactual_caches(model, adapter, circuit, pairs, config.eval_batch_size)
             for name, pairs in splits.items()
         }
+        shared = {"caches": caches, "prefixes": prefixes}  # what the masks of this desideratum share
         for group in chosen:
             results[group, desideratum] = train_mask(
-                model, adapter, circuit, group, desideratum, data[desideratum], config, caches=caches
+                model, adapter, circuit, group, desideratum, data[desideratum], config, **shared
             )
             bar.update()
     bar.close()

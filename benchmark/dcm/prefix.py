@@ -12,7 +12,11 @@ more than they need and the saving is smaller. The mask itself is the same site 
 (`mixing_edit`), a plain hook on the unmodified output projection.
 
 The cache is kept across calls (training epochs, every validated head set) while it fits `STORE_BYTES`;
-above that each call recomputes its rows' prefix, which still saves the backward pass through it.
+above that each call recomputes its rows' prefix, which still saves the backward pass through it. Nothing in
+it depends on the group's heads or the desideratum's targets, only on the clean prompts and the sites: a
+`PrefixStore` lets every mask of a split that reads the same prompts at the same sites share one (`run_dcm`:
+value fetchers and position transmitters, both read at the last token, of every desideratum, whose clean
+prompts are the split's same rows).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import torch
 
 from benchmark.accuracy import forward_last
 from benchmark.circuit import Head
-from benchmark.data import EncodedPairs
 from benchmark.hooks import edit_head_outputs
 from benchmark.models.study import ModelUnderStudy
 
@@ -58,15 +61,22 @@ def _layers(heads: Sequence[Head]) -> list[int]:
 
 
 class PrefixRuns:
-    """The clean prompts of a split, cut at the earliest site of their rows: the prefix's key-value cache
-    (kept while it fits `STORE_BYTES`) and last-position logits of any rows under a site edit."""
+    """Clean prompts cut at the earliest site of their rows: the prefix's key-value cache (kept while it fits
+    `STORE_BYTES`) and last-position logits of any rows under a site edit. Targets come with each call, so
+    the masks of several desiderata over the same prompts can share one."""
 
-    def __init__(self, study: ModelUnderStudy, pairs: EncodedPairs, sites: torch.Tensor, batch_size: int):
-        self.study, self.pairs = study, pairs
-        self.input_ids = pairs.clean.input_ids  # [rows, pos]
+    def __init__(self, study: ModelUnderStudy, input_ids: torch.Tensor, sites: torch.Tensor, batch_size: int):
+        self.study = study
+        self.input_ids = input_ids  # [rows, pos]
+        self.positions = sites  # [rows] each row's site in the prompt
         self.start = int(sites.min())  # the first position an edit at the sites can change
         self.sites = (sites - self.start)[:, None]  # [rows, 1] each row's site inside the suffix
         self.entries = self._store(batch_size) if self.start > 0 else None
+
+    def reads(self, input_ids: torch.Tensor, sites: torch.Tensor) -> bool:
+        """Whether these runs are those of `input_ids` [rows, pos] edited at `sites` [rows] (equal values)."""
+        same_shape = self.input_ids.shape == input_ids.shape and self.positions.shape == sites.shape
+        return same_shape and torch.equal(self.positions, sites) and torch.equal(self.input_ids, input_ids)
 
     def _prefill(self, rows) -> list[tuple]:
         """Keys and values of the prefix of `rows`: per layer (k, v[, window]), each [rows, kv, start, d]."""
@@ -105,18 +115,41 @@ class PrefixRuns:
                 return forward_last(self.study.model, ids)
             return self.study.extend(ids[:, self.start :], cache, last_only=True)[:, -1]
 
-    def loss(self, rows: torch.Tensor, heads, cf: torch.Tensor, mask: torch.Tensor, sparsity: float):
-        """The DCM loss of `rows` [batch] with cf [batch, head, d] mixed in by `mask` [head] (with grad)."""
+    def loss(self, rows: torch.Tensor, heads, cf: torch.Tensor, mask: torch.Tensor, targets, sparsity: float):
+        """The DCM loss of `rows` [batch] with cf [batch, head, d] mixed in by `mask` [head] (with grad), for
+        the target ids `targets` [rows] of every row."""
         logits = self.logits(rows, mixing_edit(heads, _layers(heads), mask, cf), _layers(heads))
-        return mask_loss(logits, self.pairs.target_ids[rows], mask, sparsity)
+        return mask_loss(logits, targets[rows], mask, sparsity)
 
     @torch.inference_mode()
-    def accuracy(self, heads: Sequence[Head], cf: torch.Tensor, batch_size: int) -> float:
-        """Share of rows whose argmax is the target with `heads` replaced by cf [rows, len(heads), d]."""
+    def accuracy(
+        self, heads: Sequence[Head], cf: torch.Tensor, targets: torch.Tensor, batch_size: int
+    ) -> float:
+        """Share of rows whose argmax is their target (`targets` [rows]) with `heads` replaced by cf
+        [rows, len(heads), d]."""
         zeros = torch.zeros(len(heads), device=self.study.device)  # m = 0: the counterfactual value
         correct = 0
         for rows in torch.arange(len(self.input_ids)).split(batch_size):
             edit = mixing_edit(heads, _layers(heads), zeros, cf[rows])
             predicted = self.logits(rows, edit, _layers(heads)).argmax(-1).cpu()
-            correct += int((predicted == self.pairs.target_ids[rows]).sum())
+            correct += int((predicted == targets[rows]).sum())
         return correct / len(self.input_ids)
+
+
+class PrefixStore:
+    """The `PrefixRuns` of one split, shared by every mask trained or validated on it: one per distinct
+    (clean prompts, sites), so groups read at the same site and desiderata with the same clean prompts
+    prefill the split once. Prompts and sites are compared by value (`PrefixRuns.reads`), never assumed
+    equal; each kept cache is capped by `STORE_BYTES` as alone, and lives as long as the store."""
+
+    def __init__(self, study: ModelUnderStudy, batch_size: int):
+        self.study, self.batch_size = study, batch_size
+        self.runs: list[PrefixRuns] = []
+
+    def get(self, input_ids: torch.Tensor, sites: torch.Tensor) -> PrefixRuns:
+        """The runs of `input_ids` [rows, pos] edited at `sites` [rows]: the stored ones, else new."""
+        for runs in self.runs:
+            if runs.reads(input_ids, sites):
+                return runs
+        self.runs.append(PrefixRuns(self.study, input_ids, sites, self.batch_size))
+        return self.runs[-1]

@@ -300,13 +300,19 @@ def _prefix_store(c: Inputs, rows: int, used: int, start: int, batch: int) -> Wo
     )
 
 
-def _dcm_mask(c: Inputs, group: Group) -> Work:
-    """One mask: epochs of forward + backward steps and a validation per epoch (the suffix from the group's
-    site on, for `PREFIX_GROUPS`), the test run. The counterfactual runs are the desideratum's (`_dcm`)."""
+def _dcm_rows(c: Inputs) -> tuple[int, int]:
+    """Rows one mask runs through training (forward + backward) and through its validations."""
     d = c.settings.dcm
     steps = d.epochs * math.ceil(d.n_train / d.batch_size)
     validations = d.epochs if d.eval_every is None else math.ceil(steps / d.eval_every)
-    trained, validated = d.epochs * d.n_train, validations * d.n_validation
+    return d.epochs * d.n_train, validations * d.n_validation
+
+
+def _dcm_mask(c: Inputs, group: Group) -> Work:
+    """One mask: epochs of forward + backward steps and a validation per epoch (the suffix from the group's
+    site on, for `PREFIX_GROUPS`), the test run. The counterfactual runs are the desideratum's and the
+    prefix stores the run's (`_dcm`)."""
+    d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
     work = Work((c.full(d.n_test, d.eval_batch_size),))
     if group not in PREFIX_GROUPS:
         return work + Work(
@@ -315,20 +321,34 @@ def _dcm_mask(c: Inputs, group: Group) -> Work:
     start = site_position(GROUP_SITE[group], c.n_tokens)
     suffix = c.n_tokens - start
     steps_work = Pass(trained, suffix, d.batch_size, start, backward=True)
-    work += Work((steps_work, Pass(validated, suffix, d.eval_batch_size, start)))
-    work += _prefix_store(c, d.n_train, trained, start, d.eval_batch_size)
-    return work + _prefix_store(c, d.n_validation, validated, start, d.eval_batch_size)
+    return work + Work((steps_work, Pass(validated, suffix, d.eval_batch_size, start)))
+
+
+def _dcm_prefixes(c: Inputs) -> Work:
+    """`run_dcm`'s `PrefixStore` of the train and validation split: one `PrefixRuns` per site of the
+    `PREFIX_GROUPS` with heads, read by their masks of every desideratum (the clean prompts are the split's
+    same rows), the stored ones all held until the stage ends."""
+    d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
+    prefixed = [g for g, size in zip(GROUPS, c.group_sizes, strict=True) if size and g in PREFIX_GROUPS]
+    work = Work()
+    for site in sorted({GROUP_SITE[g] for g in prefixed}):
+        masks = len(DCM_DESIDERATA) * sum(GROUP_SITE[g] is site for g in prefixed)
+        for rows, used in ((d.n_train, trained), (d.n_validation, validated)):
+            work += _prefix_store(c, rows, masks * used, site_position(site, c.n_tokens), d.eval_batch_size)
+    stored = [b for b in work.buffers if b.name == "DCM prefix store"]
+    held = (Buffer("DCM prefix stores, all held", sum(b.nbytes for b in stored)),) if stored else ()
+    return Work(work.passes, (*held, *(b for b in work.buffers if b not in stored)))
 
 
 def _dcm(c: Inputs) -> Work:
     """Per desideratum, one counterfactual run of each split, shared by the groups (`run_dcm`); then a mask
-    per group with heads."""
+    per group with heads; the cached prefixes of each split once for all of them."""
     d, work = c.settings.dcm, Work()
     for _ in DCM_DESIDERATA if c.n_groups else ():
         work += Work((c.full(d.n_train + d.n_validation + d.n_test, d.eval_batch_size),))
         for group, size in zip(GROUPS, c.group_sizes, strict=True):
             work += _dcm_mask(c, group) if size else Work()
-    return work
+    return work + _dcm_prefixes(c)
 
 
 def _dcm_transfer(c: Inputs) -> Work:
