@@ -14,7 +14,7 @@ then recomputes only the tokens from its first kept position on:
   counterfactual prompts run once per prompt set, not once per circuit run.
 
 A run that keeps a component before the cached part (the diagnostics' context-kept run) runs its batches in
-full, exactly as without a cache; so does every run when the cache would exceed `STORE_BYTES`. Results come
+full, exactly as without a cache; so does every run when the cache would exceed `store_limit`. Results come
 back in the prompts' order and equal those of full passes up to float rounding (tests/test_ablated_prefix.py).
 """
 
@@ -32,9 +32,18 @@ from benchmark.data import EncodedPrompts
 from benchmark.hooks import capture_head_outputs, mean_ablate, patch_head_outputs
 from benchmark.models import ModelUnderStudy
 
-# Largest cache kept for one prompt set (prefix keys and values, resampled head outputs), in bytes; 0 turns
-# the cache off (every run a full pass: the reference path benchmarks/score_speed.py times against).
-STORE_BYTES = 2 << 30
+# Largest cache kept for one prompt set (prefix keys and values, resampled head outputs), in bytes, on a CPU;
+# on a GPU, half the memory free when the cache is built. 0 turns the cache off everywhere (every run a full
+# pass: the reference path benchmarks/score_speed.py times against).
+STORE_BYTES = 4 << 30
+
+
+def store_limit(device: torch.device) -> int:
+    """Bytes the cache may take on `device` (see STORE_BYTES)."""
+    if STORE_BYTES == 0 or device.type != "cuda":
+        return STORE_BYTES
+    return torch.cuda.mem_get_info(device)[0] // 2
+
 
 # A patch on top of the ablation for a batch: (its rows of the prompts [batch], the first token of the pass)
 # -> hooks writing at token indices of that pass. Entered after the ablation, so it wins where both write.
@@ -96,8 +105,10 @@ class AblatedPrefix:
     @torch.inference_mode()
     def _fill(self) -> bool:
         """Run every batch with all heads ablated and keep its cache; False (and keep nothing) when the
-        whole set would exceed STORE_BYTES, judged from the first batch."""
-        if STORE_BYTES == 0:
+        whole set would exceed `store_limit`, judged from the first batch (the one with most resampled
+        tokens: an overestimate)."""
+        limit = store_limit(self.study.device)
+        if limit == 0:
             return False
         for i, batch in enumerate(self.batches):
             ids = batch.rows.input_ids.to(self.study.device)
@@ -105,7 +116,7 @@ class AblatedPrefix:
             with self._all_ablated(values, self.last):
                 batch.entries = self.study.cache_entries(self.study.prefill(ids[:, : self.last]))
             batch.resampled = None if values is None else values[:, batch.low :]
-            if i == 0 and batch.nbytes() / len(batch.index) * len(self.encoded) > STORE_BYTES:
+            if i == 0 and batch.nbytes() / len(batch.index) * len(self.encoded) > limit:
                 batch.entries = batch.resampled = None
                 return False
         return True
