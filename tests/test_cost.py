@@ -90,24 +90,25 @@ def test_discovery_counts_match_a_hand_count():
 def test_the_other_stages_match_a_hand_count():
     shape = ModelShape.of(TINY)
     costs = {cost.stage: cost for cost in stage_costs(SETTINGS, Pair(shape, shape), S, Pair(GUESS, GUESS))}
-    # DCM, per desideratum: one counterfactual run of the 4 + 2 + 2 pairs shared by the groups; every mask
-    # runs its 2 test rows; A and B train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38 and
-    # validate 2 x 2 rows; C likewise on 3 tokens after 36; D (no prefix) on all 39 tokens. The prefixes
-    # are stored once for every desideratum: 4 + 2 rows of 38 tokens (A and B share them) and of 36 (C).
+    # DCM, per desideratum: one counterfactual run of the 4 + 2 + 2 pairs shared by the groups; A and B
+    # train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38, and validate 2 x 2 rows and test
+    # 2 rows there; C likewise on 3 tokens after 36; D trains on all 39 tokens and is scored from the
+    # context's middle box label on (token 14: one prefix per site). The prefixes are stored once for every
+    # desideratum: 4 + 2 + 2 rows of 38 tokens (A and B share them), of 36 (C), and 2 + 2 of 14 (D).
     # Backward: the training rows.
-    shared, masks = 8 * S, 2 * S
-    a = masks + 8 + 4
-    cee = masks + 8 * 3 + 4 * 3
-    d = masks + 8 * S + 4 * S
+    shared, scored = 8 * S, 2 * 2 + 2
+    a = 8 + scored
+    cee = 8 * 3 + scored * 3
+    d = 8 * S + scored * (S - 14)
     dcm = costs["base.dcm"]
     assert (dcm.forward_token_rows, dcm.backward_token_rows) == (
-        3 * (shared + 2 * a + cee + d) + 6 * 38 + 6 * 36,
+        3 * (shared + 2 * a + cee + d) + 8 * 38 + 8 * 36 + 4 * 14,
         3 * (8 + 8 + 24 + 8 * S),
     )
     assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
     c = Inputs(SETTINGS, shape, S, GUESS)
     (held,) = [b for b in COSTS[("dcm", True)](c).buffers if b.name.startswith("DCM prefix")]
-    assert held.nbytes == c.kv(6, 38) + c.kv(6, 36)  # both sites' stores, held together
+    assert held.nbytes == c.kv(8, 38) + c.kv(8, 36) + c.kv(4, 14)  # every site's stores, held together
     # faithfulness, 10 test prompts, per ablation: the full run, the all-ablated prefix (every token but the
     # last), then empty, circuit, 2 random, 2 curve sizes (k = 2, 4) from token 14 on; resample also runs the
     # counterfactuals once. Diagnostics: context kept in full (resample: with its counterfactuals), query
@@ -121,7 +122,8 @@ def test_the_other_stages_match_a_hand_count():
         "base.diagnostics": 2 * (10 * S + 10 * (S - 1) + 2 * 10 * (S - 14)) + 2 * 10 * S,
         "base.mechanism": (2 + 4) * 10 * S + 2 * 2 * 10 * 3,  # + residual patches on 3 suffix tokens
         "cross.faithfulness": (1 + 1 + 1) * 10 * S,
-        "cross.dcm_transfer": 3 * (1 + 4) * 2 * S,  # per desideratum a shared counterfactual run, 4 masks
+        # per desideratum a shared counterfactual run; the 4 masks' 2 test rows over the test split's prefixes
+        "cross.dcm_transfer": 3 * 2 * S + 3 * 2 * (1 + 1 + 3 + (S - 14)) + 2 * (38 + 36 + 14),
         "cross.dcm_overlap": 0,
         "cross.cmap": (4 + 4) * 10 * S,
     }

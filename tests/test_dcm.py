@@ -25,7 +25,7 @@ from benchmark.dcm import (
     transfer_accuracies,
 )
 from benchmark.dcm import prefix as prefix_module
-from benchmark.dcm.masking import training_step
+from benchmark.dcm.masking import training_step, used_splits
 from benchmark.dcm.patching import counterfactual_cache
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
@@ -146,7 +146,7 @@ def _assert_same_training(full, prefix):
     assert prefix.heads == full.heads and prefix.group_heads == full.group_heads
     assert max(abs(a - b) for a, b in zip(full.mask, prefix.mask, strict=True)) <= 1e-5
     assert prefix.validation_accuracy == full.validation_accuracy
-    assert prefix.test_accuracy == full.test_accuracy
+    assert prefix.test_accuracy == full.test_accuracy and prefix.test_correct == full.test_correct
     assert [(c.step, c.heads, c.validation_accuracy) for c in prefix.history] == [
         (c.step, c.heads, c.validation_accuracy) for c in full.history
     ]
@@ -169,6 +169,9 @@ def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monk
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch, monkeypatch):
+    """Every group over one prefix from the split's earliest site; then structure readers as a run does
+    them: trained with the full pass, validated and tested over one prefix per site (`RunsBySite`)."""
+    default = masking.PREFIX_GROUPS
     monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))
     directory = tiny_model_dir(arch)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
@@ -179,7 +182,11 @@ def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_mod
     for group in (Group.VALUE_FETCHER, Group.STRUCTURE_READER):
         circuit = Circuit.of({group.value: heads})
         run = (model, adapter, circuit, group, Desideratum.POSITION, data, config)
-        _assert_same_training(train_mask(*run, _full_pass=True), train_mask(*run))
+        full = train_mask(*run, _full_pass=True)
+        _assert_same_training(full, train_mask(*run))
+    monkeypatch.setattr(masking, "PREFIX_GROUPS", default)
+    assert Group.STRUCTURE_READER not in default
+    _assert_same_training(full, train_mask(*run))
 
 
 def test_cached_patch_refuses_rows_out_of_order(setup):
@@ -284,14 +291,19 @@ def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_
     monkeypatch.setattr(_CountedRuns, "built", 0)
     monkeypatch.setattr(prefix_module, "PrefixRuns", _CountedRuns)
     run = run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False)
-    assert _CountedRuns.built == 2 * 2  # (last token, query label) x (train, validation)
+    used = used_splits(data, config)
+    sites = sum(len(set(used[name].clean.query_label_earlier_pos.tolist())) for name in ("validation", "test"))
+    assert sites > 2  # the structure readers' rows are scored over one prefix per site
+    # (last token, query label) x (train, validation, test), and the structure readers' per-site prefixes
+    assert _CountedRuns.built == 2 * 3 + sites
     prefixed = (GROUP, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR)
     alone = [
         train_mask(model, adapter, circuit, group, desideratum, both[desideratum], config)
         for group in (*prefixed, Group.STRUCTURE_READER)
         for desideratum in both
     ]
-    assert _CountedRuns.built == 2 * 2 + len(prefixed) * len(both) * 2  # alone: two per mask
+    built = 2 * 3 + sites + (len(prefixed) * 3 + sites) * len(both)  # alone: each mask its own
+    assert _CountedRuns.built == built
     assert run.results == tuple(alone)
     assert any(result.heads for result in alone)  # not eight empty selections
     monkeypatch.setattr(prefix_module, "STORE_BYTES", 0)  # shared runs that each recompute their prefix

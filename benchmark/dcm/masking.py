@@ -61,7 +61,8 @@ from benchmark.settings import DCMConfig
 # site per row), but structure readers are read at the query label's occurrence inside the context, which
 # moves with the queried box: a batch's shared prefix ends at its earliest row's site, near the start of the
 # prompt, so almost everything is recomputed anyway (benchmarks/dcm_speed.py measured 0.97x; splitting each
-# batch by site instead gave 1.06x, many small runs). They keep the full pass.
+# batch by site instead gave 1.06x, many small runs). They train with the full pass, and are validated and
+# tested over one cached prefix per site (`RunsBySite`), where batches need not mix sites.
 PREFIX_GROUPS = frozenset({Group.VALUE_FETCHER, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR})
 
 
@@ -217,7 +218,7 @@ class _Validator:
         if cache is None:
             cache = counterfactual_cache(model, adapter, heads, group, pairs, batch_size)
         self.cache = cache
-        self.runs: PrefixRuns | None = runs
+        self.runs = runs  # PrefixRuns or RunsBySite; None: the full pass
         self.scores: dict[tuple[Head, ...], float] = {}
         self.history: list[Checkpoint] = []
         self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
@@ -256,16 +257,24 @@ def _schedule(config: DCMConfig) -> Iterator[tuple[int, torch.Tensor, bool]]:
             yield step, order[start : start + config.batch_size], due or step == total
 
 
-def _prefix_runs(model, adapter, group, splits, config, prefixes) -> dict[str, PrefixRuns | None]:
-    """The cached prefix of the train and validation prompts before the group's site: from `prefixes` (a
-    `PrefixStore` per split, shared with the other masks), or built for this mask alone."""
+def prefix_runs(store: PrefixStore, group: Group, pairs: EncodedPairs, training: bool = False):
+    """The cached prefix of `pairs`' clean prompts before the group's site, from `store`: `PrefixRuns` for
+    `PREFIX_GROUPS`; for the others `RunsBySite` to score on, and None (the full pass) to train on."""
+    sites = group_positions(group, pairs.clean)  # [rows]
+    if group in PREFIX_GROUPS:
+        return store.get(pairs.clean.input_ids, sites)
+    return None if training else store.get(pairs.clean.input_ids, sites, by_site=True)
+
+
+def _prefix_runs(model, adapter, group, splits, config, prefixes) -> dict:
+    """The cached prefix of each split's prompts before the group's site: from `prefixes` (a `PrefixStore`
+    per split, shared with the other masks), or built for this mask alone."""
     runs, batch = {}, config.eval_batch_size
-    for name in ("train", "validation"):
+    for name in splits:
         store = (prefixes or {}).get(name) or PrefixStore(ModelUnderStudy(model, adapter), batch)
         if store.study.model is not model or store.batch_size != batch:
             raise ValueError("a shared PrefixStore must be of the model trained, at config.eval_batch_size")
-        clean = splits[name].clean
-        runs[name] = store.get(clean.input_ids, group_positions(group, clean))  # sites [rows]
+        runs[name] = prefix_runs(store, group, splits[name], training=name == "train")
     return runs
 
 
@@ -304,6 +313,20 @@ def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, 
     return moved
 
 
+def tested_decisions(model, adapter, heads, group, test: EncodedPairs, batch: int, runs, cache):
+    """Each test pair's decision, a [rows] bool tensor, with `heads` patched (none: the clean run): over
+    the cached prefix of `runs`, or by the full pass (`patch_result`) without them."""
+    if runs is None:
+        return torch.tensor(patch_result(model, adapter, heads, group, test, batch, cache).correct)
+    if not heads:
+        cf = torch.zeros(len(test), 0, adapter.shape.head_dim)  # [rows, 0, d]: nothing to patch
+    else:
+        if cache is None:
+            cache = counterfactual_cache(model, adapter, heads, group, test, batch)
+        cf = cache.subset(site_mask([heads], adapter.shape)).values  # [rows, n, d]
+    return runs.decisions(heads, cf, test.target_ids, batch)
+
+
 def search_rounded(heads: Sequence[Head], validate: _Validator, step: int) -> None:
     """Greedy forward search of rounded masks: add the head that raises validation accuracy most, while one
     does (ties: the lower head). Each candidate is validated as a checkpoint of `step`."""
@@ -334,19 +357,19 @@ def train_mask(
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
     Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. For the groups
-    in `PREFIX_GROUPS`, training and validation recompute only the tokens from the group's site on
-    (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
+    in `PREFIX_GROUPS`, training, validation and the test report recompute only the tokens from the group's
+    site on (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
     `benchmarks/dcm_speed.py` compare with. `caches`: `counterfactual_caches` of the used rows of each split
-    (`used_splits`), when the caller shares them between groups. `prefixes`: a `PrefixStore` of the model per
-    split ("train", "validation"), when the caller shares cached prefixes between masks (by default each
-    mask prefills its own).
+    (`used_splits`), when the caller shares them between groups. `prefixes`: a `PrefixStore` of the model
+    per split ("train", "validation", "test"), when the caller shares cached prefixes between masks (by
+    default each mask prefills its own).
     """
     heads = group_heads(circuit, group)
     splits = used_splits(data, config)
     train, validation, test = splits.values()
     own = {name: (caches or {}).get(name, {}).get(group) for name in splits}
-    if _full_pass or group not in PREFIX_GROUPS:
-        runs = dict.fromkeys(("train", "validation"))  # None: the full pass
+    if _full_pass:
+        runs = dict.fromkeys(splits)  # None: the full pass
     else:
         runs = _prefix_runs(model, adapter, group, splits, config, prefixes)
     batch = config.eval_batch_size
@@ -360,7 +383,7 @@ def train_mask(
         search_rounded(heads, validate, validate.history[-1].step)
     searched = not trained
     best, best_mask = validate.best
-    tested = patch_result(model, adapter, best.heads, group, test, config.eval_batch_size, own["test"])
+    tested = tested_decisions(model, adapter, best.heads, group, test, batch, runs["test"], own["test"])
     return DCMResult(
         group=group,
         desideratum=Desideratum(desideratum),
@@ -368,7 +391,7 @@ def train_mask(
         heads=best.heads,
         mask=best_mask,
         validation_accuracy=best.validation_accuracy,
-        test_accuracy=tested.accuracy,
+        test_accuracy=int(tested.sum()) / len(tested),
         best_step=best.step,
         history=tuple(validate.history),
         n_train=config.n_train,
@@ -376,5 +399,5 @@ def train_mask(
         n_test=config.n_test,
         seed=config.seed,
         searched=searched,
-        test_correct=tested.correct,
+        test_correct=tuple(tested.tolist()),
     )

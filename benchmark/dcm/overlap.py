@@ -20,10 +20,12 @@ from benchmark.dcm.masking import (
     clean_prompts,
     dcm_data,
     dcm_splits,
+    prefix_runs,
+    tested_decisions,
     train_mask,
     used_splits,
 )
-from benchmark.dcm.patching import EmptyGroupError, counterfactual_caches, patch_result
+from benchmark.dcm.patching import EmptyGroupError, counterfactual_caches
 from benchmark.dcm.prefix import PrefixStore
 from benchmark.models import ModelUnderStudy
 from benchmark.records import DCMMask, DCMOverlap
@@ -100,7 +102,7 @@ def run_dcm(
     config = config or DCMConfig()
     chosen, skipped = resolve_groups(circuit, groups)
     model, adapter, results = study.model, study.adapter, {}
-    prefixes = {name: PrefixStore(study, config.eval_batch_size) for name in ("train", "validation")}
+    prefixes = {name: PrefixStore(study, config.eval_batch_size) for name in config.sizes()}
     bar = tqdm(total=len(chosen) * len(data), desc="dcm", unit="mask", disable=not progress)
     for desideratum in map(Desideratum, data):
         splits = used_splits(data[desideratum], config)
@@ -123,20 +125,23 @@ def transfer_accuracies(
     study: ModelUnderStudy, source: DCMRun, data: Mapping[Desideratum, DCMData], progress=True
 ) -> dict[Key, float]:
     """Test accuracy of patching `source`'s selected heads in `model` (e.g. base heads in the fine-tuned);
-    the counterfactual runs of a desideratum are shared by its groups, as in `run_dcm`."""
+    the counterfactual runs of a desideratum are shared by its groups, and the cached clean prefixes by every
+    mask read at the same site, as in `run_dcm`."""
     accuracies, caches = {}, {}
     union = {g: sorted({h for r in source.results if r.group is g for h in r.heads}) for g in GROUPS}
     selected = Circuit.of(union)  # every head some desideratum selected, per group
     batch = source.config.eval_batch_size
+    prefixes = PrefixStore(study, batch)
     for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
         test = data[result.desideratum].test.select(slice(0, result.n_test))
         key = (result.desideratum, result.n_test)
         if result.heads and key not in caches:
             caches[key] = counterfactual_caches(study.model, study.adapter, selected, test, batch)
         cache = caches[key][result.group] if result.heads else None
-        accuracies[(result.group, result.desideratum)] = patch_result(
-            study.model, study.adapter, result.heads, result.group, test, batch, cache
-        ).accuracy
+        runs = prefix_runs(prefixes, result.group, test)
+        model, adapter = study.model, study.adapter
+        correct = tested_decisions(model, adapter, result.heads, result.group, test, batch, runs, cache)
+        accuracies[(result.group, result.desideratum)] = int(correct.sum()) / len(correct)
     return accuracies
 
 

@@ -60,23 +60,45 @@ def _layers(heads: Sequence[Head]) -> list[int]:
     return sorted({layer for layer, _ in heads})
 
 
-class PrefixRuns:
-    """Clean prompts cut at the earliest site of their rows: the prefix's key-value cache (kept while it fits
-    `STORE_BYTES`) and last-position logits of any rows under a site edit. Targets come with each call, so
-    the masks of several desiderata over the same prompts can share one."""
+class _Rows:
+    """What both kinds of cached runs share: the prompts and sites they read, and accuracy from decisions."""
 
-    def __init__(self, study: ModelUnderStudy, input_ids: torch.Tensor, sites: torch.Tensor, batch_size: int):
-        self.study = study
-        self.input_ids = input_ids  # [rows, pos]
-        self.positions = sites  # [rows] each row's site in the prompt
-        self.start = int(sites.min())  # the first position an edit at the sites can change
-        self.sites = (sites - self.start)[:, None]  # [rows, 1] each row's site inside the suffix
-        self.entries = self._store(batch_size) if self.start > 0 else None
+    input_ids: torch.Tensor  # [rows, pos]
+    positions: torch.Tensor  # [rows] each row's site in the prompt
 
     def reads(self, input_ids: torch.Tensor, sites: torch.Tensor) -> bool:
         """Whether these runs are those of `input_ids` [rows, pos] edited at `sites` [rows] (equal values)."""
         same_shape = self.input_ids.shape == input_ids.shape and self.positions.shape == sites.shape
         return same_shape and torch.equal(self.positions, sites) and torch.equal(self.input_ids, input_ids)
+
+    def decisions(self, heads, cf: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def accuracy(self, heads: Sequence[Head], cf: torch.Tensor, targets: torch.Tensor, batch_size: int):
+        """Share of rows `decisions` finds right, as an exact Python float."""
+        correct = self.decisions(heads, cf, targets, batch_size)
+        return int(correct.sum()) / len(correct)
+
+
+class PrefixRuns(_Rows):
+    """Clean prompts cut at the earliest site of their rows: the prefix's key-value cache (kept while it fits
+    `limit` bytes, by default `STORE_BYTES`) and last-position logits of any rows under a site edit. Targets
+    come with each call, so the masks of several desiderata over the same prompts can share one."""
+
+    def __init__(
+        self,
+        study: ModelUnderStudy,
+        input_ids: torch.Tensor,
+        sites: torch.Tensor,
+        batch_size: int,
+        limit: int | None = None,
+    ):
+        self.study, self.limit = study, STORE_BYTES if limit is None else limit
+        self.input_ids = input_ids  # [rows, pos]
+        self.positions = sites  # [rows] each row's site in the prompt
+        self.start = int(sites.min())  # the first position an edit at the sites can change
+        self.sites = (sites - self.start)[:, None]  # [rows, 1] each row's site inside the suffix
+        self.entries = self._store(batch_size) if self.start > 0 else None
 
     def _prefill(self, rows) -> list[tuple]:
         """Keys and values of the prefix of `rows`: per layer (k, v[, window]), each [rows, kv, start, d]."""
@@ -85,13 +107,13 @@ class PrefixRuns:
         return self.study.cache_entries(cache)
 
     def _store(self, batch_size: int) -> list[tuple] | None:
-        """The whole split's prefix cache, or None (recompute per call) when it would exceed STORE_BYTES."""
+        """The whole split's prefix cache, or None (recompute per call) when it would exceed `limit`."""
         parts = []
         for start in range(0, len(self.input_ids), batch_size):
             parts.append(self._prefill(slice(start, start + batch_size)))
             if len(parts) == 1:  # the first chunk tells the size per row
                 row_bytes = sum(k.nbytes + v.nbytes for k, v, *_ in parts[0]) / len(parts[0][0][0])
-                if row_bytes * len(self.input_ids) > STORE_BYTES:
+                if row_bytes * len(self.input_ids) > self.limit:
                     return None
         joined = []
         for chunks in zip(*parts, strict=True):  # one layer: every chunk's (k, v[, window])
@@ -122,18 +144,41 @@ class PrefixRuns:
         return mask_loss(logits, targets[rows], mask, sparsity)
 
     @torch.inference_mode()
-    def accuracy(
+    def decisions(
         self, heads: Sequence[Head], cf: torch.Tensor, targets: torch.Tensor, batch_size: int
-    ) -> float:
-        """Share of rows whose argmax is their target (`targets` [rows]) with `heads` replaced by cf
-        [rows, len(heads), d]."""
+    ) -> torch.Tensor:
+        """Whether each row's argmax is its target (`targets` [rows]) with `heads` replaced by cf
+        [rows, len(heads), d]: [rows] bool, on the CPU (no heads: the clean run)."""
         zeros = torch.zeros(len(heads), device=self.study.device)  # m = 0: the counterfactual value
-        correct = 0
+        correct = []
         for rows in torch.arange(len(self.input_ids)).split(batch_size):
             edit = mixing_edit(heads, _layers(heads), zeros, cf[rows])
             predicted = self.logits(rows, edit, _layers(heads)).argmax(-1).cpu()
-            correct += int((predicted == targets[rows]).sum())
-        return correct / len(self.input_ids)
+            correct.append(predicted == targets[rows])
+        return torch.cat(correct)
+
+
+class RunsBySite(_Rows):
+    """Rows whose sites differ (structure readers, read at the query label's earlier occurrence, which moves
+    with the queried box): one `PrefixRuns` per distinct site, so that each row recomputes only the tokens
+    from its own site on, and decisions come back in row order. The per-site caches share one `STORE_BYTES`.
+    For scoring (validation, test); training keeps the full pass, since a training batch mixes sites and
+    splitting it into a small run per site was no faster (`benchmarks/dcm_speed.py --force-prefix`)."""
+
+    def __init__(self, study: ModelUnderStudy, input_ids: torch.Tensor, sites: torch.Tensor, batch_size: int):
+        self.input_ids, self.positions = input_ids, sites
+        self.parts = []  # (rows [n], their runs)
+        for site in sites.unique().tolist():
+            rows = (sites == site).nonzero()[:, 0]
+            limit = STORE_BYTES * len(rows) // len(sites)
+            self.parts.append((rows, PrefixRuns(study, input_ids[rows], sites[rows], batch_size, limit)))
+
+    def decisions(self, heads, cf: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """`PrefixRuns.decisions` of every site's rows, in row order: [rows] bool."""
+        correct = torch.zeros(len(self.input_ids), dtype=torch.bool)
+        for rows, runs in self.parts:
+            correct[rows] = runs.decisions(heads, cf[rows], targets[rows], batch_size)
+        return correct
 
 
 class PrefixStore:
@@ -144,12 +189,14 @@ class PrefixStore:
 
     def __init__(self, study: ModelUnderStudy, batch_size: int):
         self.study, self.batch_size = study, batch_size
-        self.runs: list[PrefixRuns] = []
+        self.runs: list[PrefixRuns | RunsBySite] = []
 
-    def get(self, input_ids: torch.Tensor, sites: torch.Tensor) -> PrefixRuns:
-        """The runs of `input_ids` [rows, pos] edited at `sites` [rows]: the stored ones, else new."""
+    def get(self, input_ids: torch.Tensor, sites: torch.Tensor, by_site: bool = False) -> _Rows:
+        """The runs of `input_ids` [rows, pos] edited at `sites` [rows]: the stored ones, else new; one
+        `PrefixRuns` from the earliest site, or with `by_site` the `RunsBySite` of every site."""
+        kind = RunsBySite if by_site else PrefixRuns
         for runs in self.runs:
-            if runs.reads(input_ids, sites):
+            if type(runs) is kind and runs.reads(input_ids, sites):
                 return runs
-        self.runs.append(PrefixRuns(self.study, input_ids, sites, self.batch_size))
+        self.runs.append(kind(self.study, input_ids, sites, self.batch_size))
         return self.runs[-1]

@@ -209,33 +209,37 @@ def _dcm_rows(c: Inputs) -> tuple[int, int]:
     return d.epochs * d.n_train, validations * d.n_validation
 
 
+def _dcm_start(c: Inputs, group: Group) -> int:
+    """The first token a mask's runs recompute: its group's site for `PREFIX_GROUPS`; for structure readers,
+    scored over one prefix per site (`RunsBySite`), the context's middle box label (`reader_start`)."""
+    return site_position(GROUP_SITE[group], c.n_tokens) if group in PREFIX_GROUPS else reader_start(c)
+
+
 def _dcm_mask(c: Inputs, group: Group) -> Work:
-    """One mask: epochs of forward + backward steps and a validation per epoch (the suffix from the group's
-    site on, for `PREFIX_GROUPS`), the test run. The counterfactual runs are the desideratum's and the
-    prefix stores the run's (`_dcm`)."""
+    """One mask: epochs of forward + backward steps (the suffix from the group's site on, for
+    `PREFIX_GROUPS`; structure readers in full), a validation per epoch and the test run, both over the
+    suffix. The counterfactual runs are the desideratum's and the prefix stores the run's (`_dcm`)."""
     d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
-    work = Work((c.full(d.n_test, d.eval_batch_size),))
+    start = _dcm_start(c, group)
+    scored = Work((Pass(validated + d.n_test, c.n_tokens - start, d.eval_batch_size, start),))
     if group not in PREFIX_GROUPS:
-        return work + Work(
-            (c.full(trained, d.batch_size, backward=True), c.full(validated, d.eval_batch_size))
-        )
-    start = site_position(GROUP_SITE[group], c.n_tokens)
-    suffix = c.n_tokens - start
-    steps_work = Pass(trained, suffix, d.batch_size, start, backward=True)
-    return work + Work((steps_work, Pass(validated, suffix, d.eval_batch_size, start)))
+        return scored + Work((c.full(trained, d.batch_size, backward=True),))
+    return scored + Work((Pass(trained, c.n_tokens - start, d.batch_size, start, backward=True),))
 
 
-def _dcm_prefixes(c: Inputs) -> Work:
-    """`run_dcm`'s `PrefixStore` of the train and validation split: one `PrefixRuns` per site of the
-    `PREFIX_GROUPS` with heads, read by their masks of every desideratum (the clean prompts are the split's
-    same rows), the stored ones all held until the stage ends."""
-    d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
-    prefixed = [g for g, size in zip(GROUPS, c.group_sizes, strict=True) if size and g in PREFIX_GROUPS]
-    work = Work()
-    for site in sorted({GROUP_SITE[g] for g in prefixed}):
-        masks = len(DCM_DESIDERATA) * sum(GROUP_SITE[g] is site for g in prefixed)
-        for rows, used in ((d.n_train, trained), (d.n_validation, validated)):
-            work += _prefix_store(c, rows, masks * used, site_position(site, c.n_tokens), d.eval_batch_size)
+def _dcm_stores(c: Inputs, splits: Sequence[tuple[int, int]], trained: int = 0) -> Work:
+    """A `PrefixStore`'s runs: for each first token the groups with heads recompute from (`_dcm_start`), a
+    store of each split (rows, rows read by one mask), read by that token's masks of every desideratum (the
+    clean prompts are the split's same rows); the training split (`trained` rows read) only for
+    `PREFIX_GROUPS`. The stored ones are all held until the stage ends."""
+    d, work = c.settings.dcm, Work()
+    sized = [g for g, size in zip(GROUPS, c.group_sizes, strict=True) if size]
+    for start in sorted({_dcm_start(c, g) for g in sized}):
+        groups = [g for g in sized if _dcm_start(c, g) == start]
+        masks = len(DCM_DESIDERATA) * len(groups)
+        train = ((d.n_train, trained),) if trained and groups[0] in PREFIX_GROUPS else ()
+        for rows, used in (*train, *splits):
+            work += _prefix_store(c, rows, masks * used, start, d.eval_batch_size)
     stored = [b for b in work.buffers if b.name == "DCM prefix store"]
     held = (Buffer("DCM prefix stores, all held", sum(b.nbytes for b in stored)),) if stored else ()
     return Work(work.passes, (*held, *(b for b in work.buffers if b not in stored)))
@@ -244,19 +248,24 @@ def _dcm_prefixes(c: Inputs) -> Work:
 def _dcm(c: Inputs) -> Work:
     """Per desideratum, one counterfactual run of each split, shared by the groups (`run_dcm`); then a mask
     per group with heads; the cached prefixes of each split once for all of them."""
-    d, work = c.settings.dcm, Work()
+    d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
+    work = Work()
     for _ in DCM_DESIDERATA if c.n_groups else ():
         work += Work((c.full(d.n_train + d.n_validation + d.n_test, d.eval_batch_size),))
         for group, size in zip(GROUPS, c.group_sizes, strict=True):
             work += _dcm_mask(c, group) if size else Work()
-    return work + _dcm_prefixes(c)
+    return work + _dcm_stores(c, ((d.n_validation, validated), (d.n_test, d.n_test)), trained)
 
 
 def _dcm_transfer(c: Inputs) -> Work:
     """Each base mask's heads patched in the fine-tuned model: per desideratum one counterfactual run of the
-    test pairs, shared by the groups, then a test run per mask."""
+    test pairs, shared by the groups, then a test run per mask over the test split's cached prefixes."""
     d, n_desiderata = c.settings.dcm, len(DCM_DESIDERATA)
-    return Work((c.full(n_desiderata * (1 + c.n_groups) * d.n_test, d.eval_batch_size),))
+    work = Work((c.full(n_desiderata * d.n_test, d.eval_batch_size),))
+    for group in (g for g, size in zip(GROUPS, c.group_sizes, strict=True) if size):
+        start = _dcm_start(c, group)
+        work += Work((Pass(n_desiderata * d.n_test, c.n_tokens - start, d.eval_batch_size, start),))
+    return work + _dcm_stores(c, ((d.n_test, d.n_test),))
 
 
 def _cmap(c: Inputs) -> Work:
