@@ -292,7 +292,7 @@ def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_
     monkeypatch.setattr(prefix_module, "PrefixRuns", _CountedRuns)
     run = run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False)
     used = used_splits(data, config)
-    sites = sum(len(set(used[name].clean.query_label_earlier_pos.tolist())) for name in ("validation", "test"))
+    sites = sum(len(used[name].clean.query_label_earlier_pos.unique()) for name in ("validation", "test"))
     assert sites > 2  # the structure readers' rows are scored over one prefix per site
     # (last token, query label) x (train, validation, test), and the structure readers' per-site prefixes
     assert _CountedRuns.built == 2 * 3 + sites
