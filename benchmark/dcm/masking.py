@@ -43,7 +43,6 @@ from benchmark.data import (
 )
 from benchmark.dcm.patching import (
     SplitCaches,
-    cached_patch_accuracy,
     counterfactual_cache,
     group_heads,
     patch_result,
@@ -224,17 +223,11 @@ class _Validator:
         self.best: tuple[Checkpoint, tuple[float, ...]] | None = None
 
     def score(self, selected: tuple[Head, ...]) -> float:
-        if selected in self.scores:
-            return self.scores[selected]
-        if self.runs is None:
-            score = cached_patch_accuracy(
-                self.model, self.adapter, selected, self.group, self.pairs, self.cache, self.batch_size
-            )
-        else:
-            cf = self.cache.subset(site_mask([selected], self.adapter.shape)).values  # [rows, n, d]
-            score = self.runs.accuracy(selected, cf, self.pairs.target_ids, self.batch_size)
-        self.scores[selected] = score
-        return score
+        if selected not in self.scores:
+            args = (self.model, self.adapter, selected, self.group, self.pairs, self.batch_size)
+            correct = patched_decisions(*args, self.runs, self.cache)
+            self.scores[selected] = int(correct.sum()) / len(correct)
+        return self.scores[selected]
 
     def __call__(self, step: int, selected: tuple[Head, ...], mask: torch.Tensor) -> None:
         checkpoint = Checkpoint(step, selected, self.score(selected))
@@ -313,18 +306,21 @@ def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, 
     return moved
 
 
-def tested_decisions(model, adapter, heads, group, test: EncodedPairs, batch: int, runs, cache):
-    """Each test pair's decision, a [rows] bool tensor, with `heads` patched (none: the clean run): over
-    the cached prefix of `runs`, or by the full pass (`patch_result`) without them."""
+def patched_decisions(model, adapter, heads, group, pairs: EncodedPairs, batch: int, runs, cache):
+    """Each pair's decision (argmax == target), a [rows] bool tensor, with `heads` patched from the
+    counterfactual (none: the clean run), as validation and the test report score a head set: over the
+    cached prefix of `runs`, or by the full pass (`patch_result`) without them. `cache`: the counterfactual
+    heads of these pairs (at least `heads`), when the caller has them."""
+    heads = tuple(sorted(set(heads)))  # the order of the cache's values
     if runs is None:
-        return torch.tensor(patch_result(model, adapter, heads, group, test, batch, cache).correct)
+        return torch.tensor(patch_result(model, adapter, heads, group, pairs, batch, cache).correct)
     if not heads:
-        cf = torch.zeros(len(test), 0, adapter.shape.head_dim)  # [rows, 0, d]: nothing to patch
+        cf = torch.zeros(len(pairs), 0, adapter.shape.head_dim)  # [rows, 0, d]: nothing to patch
     else:
         if cache is None:
-            cache = counterfactual_cache(model, adapter, heads, group, test, batch)
+            cache = counterfactual_cache(model, adapter, heads, group, pairs, batch)
         cf = cache.subset(site_mask([heads], adapter.shape)).values  # [rows, n, d]
-    return runs.decisions(heads, cf, test.target_ids, batch)
+    return runs.decisions(heads, cf, pairs.target_ids, batch)
 
 
 def search_rounded(heads: Sequence[Head], validate: _Validator, step: int) -> None:
@@ -383,7 +379,7 @@ def train_mask(
         search_rounded(heads, validate, validate.history[-1].step)
     searched = not trained
     best, best_mask = validate.best
-    tested = tested_decisions(model, adapter, best.heads, group, test, batch, runs["test"], own["test"])
+    tested = patched_decisions(model, adapter, best.heads, group, test, batch, runs["test"], own["test"])
     return DCMResult(
         group=group,
         desideratum=Desideratum(desideratum),

@@ -20,8 +20,8 @@ from benchmark.dcm.masking import (
     clean_prompts,
     dcm_data,
     dcm_splits,
+    patched_decisions,
     prefix_runs,
-    tested_decisions,
     train_mask,
     used_splits,
 )
@@ -130,17 +130,16 @@ def transfer_accuracies(
     accuracies, caches = {}, {}
     union = {g: sorted({h for r in source.results if r.group is g for h in r.heads}) for g in GROUPS}
     selected = Circuit.of(union)  # every head some desideratum selected, per group
-    batch = source.config.eval_batch_size
+    model, adapter, batch = study.model, study.adapter, source.config.eval_batch_size
     prefixes = PrefixStore(study, batch)
     for result in tqdm(source.results, desc="dcm transfer", unit="mask", disable=not progress):
         test = data[result.desideratum].test.select(slice(0, result.n_test))
         key = (result.desideratum, result.n_test)
         if result.heads and key not in caches:
-            caches[key] = counterfactual_caches(study.model, study.adapter, selected, test, batch)
+            caches[key] = counterfactual_caches(model, adapter, selected, test, batch)
         cache = caches[key][result.group] if result.heads else None
         runs = prefix_runs(prefixes, result.group, test)
-        model, adapter = study.model, study.adapter
-        correct = tested_decisions(model, adapter, result.heads, result.group, test, batch, runs, cache)
+        correct = patched_decisions(model, adapter, result.heads, result.group, test, batch, runs, cache)
         accuracies[(result.group, result.desideratum)] = int(correct.sum()) / len(correct)
     return accuracies
 

@@ -56,19 +56,6 @@ def counterfactual_caches(
     return group_caches(model, adapter, circuit, pairs.counterfactual, batch_size)
 
 
-def cached_patch_accuracy(
-    model,
-    adapter: ArchitectureAdapter,
-    heads: Sequence[Head],
-    group: Group,
-    pairs: EncodedPairs,
-    cache: HeadCache,
-    batch_size: int,
-) -> float:
-    """Accuracy (argmax == target) with `heads` patched from a counterfactual cache of the group's heads."""
-    return _cached_patch(model, adapter, heads, group, pairs, cache, batch_size).accuracy
-
-
 def _cached_patch(model, adapter, heads, group, pairs: EncodedPairs, cache: HeadCache, batch_size: int):
     cache = cache.subset(site_mask([heads], adapter.shape))
     positions = sites_positions([GROUP_SITE[group]], pairs.clean)

@@ -61,7 +61,7 @@ def _layers(heads: Sequence[Head]) -> list[int]:
 
 
 class _Rows:
-    """What both kinds of cached runs share: the prompts and sites they read, and accuracy from decisions."""
+    """What both kinds of cached runs share: the prompts and sites they read, and per-row decisions."""
 
     input_ids: torch.Tensor  # [rows, pos]
     positions: torch.Tensor  # [rows] each row's site in the prompt
@@ -73,11 +73,6 @@ class _Rows:
 
     def decisions(self, heads, cf: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
         raise NotImplementedError
-
-    def accuracy(self, heads: Sequence[Head], cf: torch.Tensor, targets: torch.Tensor, batch_size: int):
-        """Share of rows `decisions` finds right, as an exact Python float."""
-        correct = self.decisions(heads, cf, targets, batch_size)
-        return int(correct.sum()) / len(correct)
 
 
 class PrefixRuns(_Rows):
