@@ -13,9 +13,13 @@ then recomputes only the tokens from its first kept position on:
 - resample ablation also keeps each batch's counterfactual head outputs from the earliest site on, so the
   counterfactual prompts run once per prompt set, not once per circuit run.
 
-A run that keeps a component before the cached part (the diagnostics' context-kept run) runs its batches in
-full, exactly as without a cache; so does every run when the cache would exceed `store_limit`. Results come
-back in the prompts' order and equal those of full passes up to float rounding (tests/test_ablated_prefix.py).
+The prefix may also be that of a fixed part of the runs (`Base`: components every run keeps, and a patch
+every run applies, before the sites where the runs differ): minimality pruning keeps the structure readers
+of the circuit it prunes in such a prefix while it tries removing later heads, so those runs recompute only
+the query tokens. A run that keeps a component before the cached part (the diagnostics' context-kept run)
+runs its batches in full, exactly as without a cache; so does every run when the cache would exceed
+`store_limit`. Results come back in the prompts' order and equal those of full passes up to float rounding
+(tests/test_ablated_prefix.py).
 """
 
 from __future__ import annotations
@@ -50,6 +54,16 @@ def store_limit(device: torch.device) -> int:
 Patch = Callable[[torch.Tensor, int], AbstractContextManager]
 
 
+@dataclass(frozen=True)
+class Base:
+    """What every run over a prefix shares before the runs differ: the components it keeps (`keep`) and a
+    patch on top (`patch`, writing where `touched` marks). The cached prefix is this part's run."""
+
+    keep: KeepFn
+    patch: Patch | None = None
+    touched: KeepFn | None = None
+
+
 @dataclass
 class _Batch:
     """Rows sharing one earliest site, with what every run over them reuses."""
@@ -59,6 +73,8 @@ class _Batch:
     low: int  # their earliest site: resampled head outputs are kept from here on
     entries: list[tuple] | None = None  # per layer (k, v, ...) [batch, kv, last, d] of the all-ablated run
     resampled: torch.Tensor | None = None  # resample: [batch, pos - low, layer, head, d]
+    base_keep: torch.Tensor | None = None  # [batch, pos, layer, head]: what the prefix's run keeps
+    base_touched: torch.Tensor | None = None  # [batch, pos, layer, head]: where its patch writes
 
     def nbytes(self) -> int:
         tensors = [t for entry in self.entries or () for t in entry[:2]]
@@ -89,10 +105,15 @@ class AblatedPrefix:
     """The circuit runs of one model on one prompt set under one ablation, sharing the all-ablated prefix."""
 
     def __init__(
-        self, study: ModelUnderStudy, source: AblationSource, encoded: EncodedPrompts, batch_size: int
+        self,
+        study: ModelUnderStudy,
+        source: AblationSource,
+        encoded: EncodedPrompts,
+        batch_size: int,
+        base: Base | None = None,
     ):
         check_source(source, encoded)
-        self.study, self.source, self.encoded = study, source, encoded
+        self.study, self.source, self.encoded, self.base = study, source, encoded, base
         self.n_pos = encoded.input_ids.shape[1]
         self.last = self.n_pos - 1  # the cache covers every token before the last
         self.batches = _batches(encoded, batch_size)
@@ -113,7 +134,11 @@ class AblatedPrefix:
         for i, batch in enumerate(self.batches):
             ids = batch.rows.input_ids.to(self.study.device)
             values = self._resampled_values(batch.rows)  # [batch, pos, layer, head, d] or None
-            with self._all_ablated(values, self.last):
+            if self.base is not None:
+                batch.base_keep = self._expand(self.base.keep(batch.rows), batch)
+                touched = self.base.touched
+                batch.base_touched = None if touched is None else self._expand(touched(batch.rows), batch)
+            with self._all_ablated(values, self.last, batch.base_keep), self._base_patch(batch, 0):
                 batch.entries = self.study.cache_entries(self.study.prefill(ids[:, : self.last]))
             batch.resampled = None if values is None else values[:, batch.low :]
             if i == 0 and batch.nbytes() / len(batch.index) * len(self.encoded) > limit:
@@ -129,11 +154,36 @@ class AblatedPrefix:
             self.study.model(rows.counterfactual_ids.to(self.study.device), use_cache=False)
         return recording.stack()
 
-    def _all_ablated(self, values: torch.Tensor | None, end: int) -> AbstractContextManager:
-        """Hooks ablating every head of tokens [0, end) (a pass over exactly those tokens)."""
+    def _all_ablated(self, values: torch.Tensor | None, end: int, keep=None) -> AbstractContextManager:
+        """Hooks ablating every head of tokens [0, end) but `keep` (a pass over exactly those tokens)."""
+        kept = None if keep is None else keep[:, :end]
         if values is None:
-            return mean_ablate(self.study.adapter, self.source.means[:end])
-        return patch_head_outputs(self.study.adapter, values[:, :end])
+            return mean_ablate(self.study.adapter, self.source.means[:end], keep=kept)
+        return patch_head_outputs(self.study.adapter, values[:, :end], mask=None if kept is None else ~kept)
+
+    def _expand(self, keep: torch.Tensor | None, batch: _Batch) -> torch.Tensor | None:
+        """A keep mask [batch|1, pos|1, layer, head] at full size [batch, pos, layer, head], bool."""
+        shape = (len(batch.index), self.n_pos, *keep.shape[2:]) if keep is not None else None
+        return None if keep is None else keep.expand(shape).bool()
+
+    def _base_patch(self, batch: _Batch, start: int) -> AbstractContextManager:
+        """The base's patch for a pass from token `start` on, unless it writes only before `start`."""
+        patch = None if self.base is None else self.base.patch
+        if patch is None or (start > 0 and start > first_kept(batch.base_touched, self.n_pos)):
+            return nullcontext()
+        return patch(batch.index, start)
+
+    def _start(self, batch: _Batch, kept: torch.Tensor | None, touched: KeepFn | None) -> int:
+        """The first token a run must recompute: where it keeps other components than the prefix's run,
+        where its patch writes, and not after a token the base patches if the run recomputes it."""
+        differs = kept if batch.base_keep is None else batch.base_keep ^ (False if kept is None else kept)
+        start = min(first_kept(differs, self.n_pos), self.last)
+        if touched is not None:
+            start = min(start, first_kept(touched(batch.rows), self.n_pos))
+        based = batch.base_touched
+        if based is not None and bool(based[:, start:].any()):
+            start = min(start, first_kept(based, self.n_pos))
+        return start
 
     def _suffix_ablation(
         self, batch: _Batch, keep: torch.Tensor | None, start: int
@@ -152,11 +202,13 @@ class AblatedPrefix:
         with ExitStack() as stack:
             if not self.cached or start < low:
                 stack.enter_context(ablate(self.study, self.source, batch.rows, keep))
+                stack.enter_context(self._base_patch(batch, 0))
                 stack.enter_context(patch(batch.index, 0) if patch else nullcontext())
                 return forward_last(self.study.model, ids)
             entries = [(k[:, :, :start], v[:, :, :start], *rest) for k, v, *rest in batch.entries]
             cache = self.study.cache_of(entries)  # built before the hooks: the prefix is already ablated
             stack.enter_context(self._suffix_ablation(batch, keep, start))
+            stack.enter_context(self._base_patch(batch, start))
             stack.enter_context(patch(batch.index, start) if patch else nullcontext())
             return self.study.extend(ids[:, start:], cache, last_only=True)[:, -1]
 
@@ -166,13 +218,8 @@ class AblatedPrefix:
         `keep(rows)`, with `patch` on top; `touched(rows)` marks where the patch writes (it must not come
         before the first token the pass computes)."""
         for batch in self.batches:
-            kept = keep(batch.rows)  # [batch|1, pos|1, layer, head] or None
-            if kept is not None:
-                kept = kept.expand(len(batch.index), self.n_pos, *kept.shape[2:])
-            start = min(first_kept(kept, self.n_pos), self.last)
-            if touched is not None:
-                start = min(start, first_kept(touched(batch.rows), self.n_pos))
-            yield batch.index, self._logits(batch, kept, start, patch)
+            kept = self._expand(keep(batch.rows), batch)  # [batch, pos, layer, head] or None
+            yield batch.index, self._logits(batch, kept, self._start(batch, kept, touched), patch)
 
     def score(self, keep: KeepFn) -> RunScores:
         """Each prompt's decision and logit difference in the run, in the prompts' order."""

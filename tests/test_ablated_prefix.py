@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from benchmark.ablated_prefix import AblatedPrefix, first_kept
+from benchmark import ablated_prefix
+from benchmark.ablated_prefix import AblatedPrefix, Base, first_kept
 from benchmark.ablation import MEAN, RESAMPLE, AblationSource, ablated_run, resample_prompts, score_run
 from benchmark.accuracy import answer_probabilities
 from benchmark.circuit import GROUP_SITE, Circuit, Group
@@ -20,6 +21,7 @@ from benchmark.diagnostics import all_sites_mask, context_positions
 from benchmark.faithfulness import ablation_means, mask_faithfulness, prefixed
 from benchmark.head_cache import cached_patch, capture_heads, patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
+from benchmark.path_patching.minimality import prune_minimal, removal_metric
 from benchmark.testing import TINY_ARCHITECTURES
 
 WITH_READERS = Circuit.of(
@@ -147,3 +149,50 @@ def test_a_prefix_of_other_prompts_is_a_clear_error(setup):
     others = prompts.select(torch.arange(len(prompts) - 1, -1, -1))
     with pytest.raises(ValueError, match="another model or other prompts"):
         mask_faithfulness(study, others, runs, lambda rows: None, ends=None, full_accuracy=1.0)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=[MEAN, RESAMPLE])
+def test_a_prefix_kept_by_a_base_equals_the_full_pass_for_every_run(setup, which):
+    """A base (the structure readers kept) changes what the prefix holds, not what any run gives: runs that
+    keep the readers, runs that drop them and runs that keep more all equal their full passes."""
+    study, sources = setup
+    source, prompts = sources[which]
+    shape = study.adapter.shape
+    readers = Circuit.of({Group.STRUCTURE_READER: WITH_READERS.heads(Group.STRUCTURE_READER)})
+    base = Base(lambda rows: keep_mask(readers, rows, shape.n_layers, shape.n_heads))
+    runs = AblatedPrefix(study, source, prompts, batch_size=4, base=base)
+    assert runs.cached
+    for name, keep in _keeps(shape).items():
+        full = score_run(study.model, prompts, 4, ablated_run(study, source, keep))
+        over_prefix = runs.score(keep)
+        assert over_prefix.correct == full.correct, name
+        assert torch.allclose(
+            torch.tensor(over_prefix.logit_diffs), torch.tensor(full.logit_diffs), atol=1e-5
+        ), name
+
+
+def test_pruning_over_base_prefixes_equals_full_passes_and_recomputes_only_the_query(setup, monkeypatch):
+    """Minimality's metric for every candidate pruning tries, over its prefixes, against full passes; once the
+    early groups are fixed in a prefix, a candidate that removes a value fetcher runs the last token alone."""
+    study, sources = setup
+    source, prompts = sources[0]
+    means = source.means
+    tried: list[tuple[Circuit, float]] = []
+    metric = removal_metric(study, WITH_READERS, prompts, means, batch_size=4)
+    recording = lambda circuit: tried.append((circuit, metric(circuit))) or tried[-1][1]  # noqa: E731
+    prune_minimal(WITH_READERS, recording, tolerance=0.0, progress=False)
+    assert len(tried) == 1 + len(WITH_READERS.all_heads())
+    lengths = []
+    embed = study.model.get_input_embeddings()
+    handle = embed.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        metric(WITH_READERS), metric(tried[1][0])  # two in a row with the same early groups: built
+        lengths.clear()
+        metric(tried[1][0])
+        assert set(lengths) == {1}  # every batch: the last token alone
+    finally:
+        handle.remove()
+    monkeypatch.setattr(ablated_prefix, "STORE_BYTES", 0)  # every run a full pass
+    full = removal_metric(study, WITH_READERS, prompts, means, batch_size=4)
+    for circuit, value in tried:
+        assert value == pytest.approx(full(circuit), rel=1e-5, abs=1e-8), circuit

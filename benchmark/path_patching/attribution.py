@@ -42,15 +42,17 @@ def attribution_effects(
     stage: Stage,
     receivers: tuple[Head, ...] | None,
     batch_size: int = 32,
+    steps: int = 1,
 ) -> StageEffects:
     """AtP estimate of every head's effect as a sender in `stage` (heads that cannot reach the receivers:
-    0), with its standard error over prompts."""
+    0), with its standard error over prompts. `steps` > 1: the gradient is averaged over that many points
+    on the way from every head clean to every head counterfactual (integrated gradients, left sums)."""
     check_receivers(stage, receivers)
     pairs: EncodedPairs = site_runs.pairs
     n, shape = len(pairs), study.adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]
     for chunk in torch.arange(n).split(batch_size):
-        relative[chunk] = _chunk_estimate(study, site_runs, chunk, stage, receivers)
+        relative[chunk] = _chunk_estimate(study, site_runs, chunk, stage, receivers, steps)
     reach = torch.zeros(shape.n_layers, shape.n_heads, dtype=torch.bool)
     for layer, head in senders_of(study.adapter, receivers if stage.receivers is not None else None):
         reach[layer, head] = True
@@ -58,21 +60,30 @@ def attribution_effects(
 
 
 def _chunk_estimate(
-    study: ModelUnderStudy, site_runs: SiteRuns, chunk, stage: Stage, receivers
+    study: ModelUnderStudy, site_runs: SiteRuns, chunk, stage: Stage, receivers, steps: int
 ) -> torch.Tensor:
-    """Per-prompt estimates [chunk, layer, head] for one chunk of prompts: one forward, one backward."""
-    model, adapter = study.model, study.adapter
-    z = site_runs.z_clean[chunk].clone().requires_grad_()  # [chunk, layer, head, d], the frozen heads
-    rows = SiteRuns(site_runs.pairs.select(chunk), site_runs.positions[chunk], z, site_runs.z_cf[chunk])
+    """Per-prompt estimates [chunk, layer, head] for one chunk of prompts: a forward and a backward per
+    step, the first at every head's clean value (whose p(answer) is the null run's)."""
+    clean, cf = site_runs.z_clean[chunk], site_runs.z_cf[chunk]  # [chunk, layer, head, d]
+    rows = SiteRuns(site_runs.pairs.select(chunk), site_runs.positions[chunk], clean, cf)
     index = torch.arange(len(chunk))
-    null = torch.full((len(chunk), 2), -1)  # every head at its clean value
     with torch.no_grad():  # the clean prefix carries no gradient
         suffix = None if stage.receivers is None else _SuffixRun(study, rows, index, 1, stage, receivers)
+    grads, p_null = torch.zeros_like(clean), None
+    for step in range(steps):
+        rows.z_clean = (clean + step / steps * (cf - clean)).requires_grad_()  # the frozen heads
+        grad, p = _gradient(study, rows, index, stage, suffix)
+        grads, p_null = grads + grad / steps, p if p_null is None else p_null
+    change = (grads * (cf - clean)).sum(-1)  # [chunk, layer, head]: dp/dz . (z_cf - z_clean)
+    return (change / p_null[:, None, None]).float().cpu()
+
+
+def _gradient(study: ModelUnderStudy, rows: SiteRuns, index, stage: Stage, suffix):
+    """dp(answer)/dz at the frozen heads `rows.z_clean` [chunk, layer, head, d], and p(answer) [chunk]."""
+    null = torch.full((len(index), 2), -1)  # every head at its frozen value
     with torch.enable_grad():
         layers = None if suffix is None else suffix.layers
-        out = _pass1(model, adapter, rows, index, null, stage, layers, graph=True)
-        p = out if suffix is None else suffix(out)  # [chunk] p(answer), the null run
-        (grad,) = torch.autograd.grad(p.sum(), z)
-    delta = z.detach() - site_runs.z_cf[chunk]  # [chunk, layer, head, d]
-    change = -(grad * delta).sum(-1)  # [chunk, layer, head]: dp/dz . (z_cf - z_clean)
-    return (change / p.detach()[:, None, None]).float().cpu()
+        out = _pass1(study.model, study.adapter, rows, index, null, stage, layers, graph=True)
+        p = out if suffix is None else suffix(out)  # [chunk] p(answer)
+        (grad,) = torch.autograd.grad(p.sum(), rows.z_clean)
+    return grad, p.detach()

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.ablated_prefix import AblatedPrefix
+from benchmark.ablated_prefix import AblatedPrefix, Base
 from benchmark.ablation import MEAN, AblationSource
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head
 from benchmark.circuit_run import keep_mask
@@ -44,50 +44,112 @@ def donor_rows(prompts: EncodedPrompts) -> torch.Tensor:
     return torch.tensor(donors)
 
 
+# Groups whose sites come before the others' (the context's box label, then the query label): a base prefix
+# for a run that changes only later groups keeps these (`_Prefixes`).
+EARLY_LEVELS: tuple[tuple[Group, ...], ...] = (
+    (Group.STRUCTURE_READER, Group.POSITION_DETECTOR),
+    (Group.STRUCTURE_READER,),
+)
+
+
 def removal_metric(
     study: ModelUnderStudy, selected: Circuit, prompts: EncodedPrompts, means: torch.Tensor, batch_size: int
 ) -> Callable[[Circuit], float]:
     """metric(circuit): mean p(answer) of the circuit run in which each head of `selected` missing from
     `circuit` takes its donor's output at its group's site (everything else outside is mean-ablated).
 
-    Every candidate runs over the prompts' shared mean-ablated prefix (`AblatedPrefix`): what comes before
-    the first site any head of `selected` is read at is the same in all of them."""
-    model, adapter = study.model, study.adapter
-    donors = prompts.select(donor_rows(prompts))
-    sites = {group: sites_positions([GROUP_SITE[group]], prompts) for group in GROUPS}  # [rows, 1] each
-    caches = {
-        group: capture_heads(
-            model,
-            adapter,
-            donors.input_ids,
-            sites_positions([GROUP_SITE[group]], donors),
-            site_mask([selected.heads(group)], adapter.shape),
-            batch_size,
-        )
-        for group in GROUPS
-        if selected.heads(group)
-    }
-    runs = AblatedPrefix(study, AblationSource(MEAN, means), prompts, batch_size)
-    shape = adapter.shape
+    Every candidate runs over a cached prefix (`AblatedPrefix`): the prompts' shared mean-ablated prefix, or,
+    once two candidates in a row agree on the early groups (pruning goes group by group), the prefix of
+    the run that keeps those groups as the candidates do, so that only the tokens from the first later
+    group's site on are recomputed."""
+    removal = _Removal(study, selected, prompts, batch_size)
+    source = AblationSource(MEAN, means)
+    prefixes = _Prefixes(selected, lambda base: AblatedPrefix(study, source, prompts, batch_size, base))
 
     def metric(circuit: Circuit) -> float:
-        removed = {g: [h for h in selected.heads(g) if h not in circuit.heads(g)] for g in caches}
-        patches = [(caches[g].subset(site_mask([h], shape)), sites[g]) for g, h in removed.items() if h]
+        early, runs = prefixes.get(circuit, lambda groups: removal.base(circuit, groups))
+        late = tuple(g for g in GROUPS if g not in early)
+        patch, touched = removal.patch(circuit, late), removal.keep(selected, late)
+        return float(runs.answer_probabilities(removal.keep(circuit), patch, touched).mean())
+
+    return metric
+
+
+class _Removal:
+    """The parts of a candidate run of pruning `selected`: what it keeps, and its heads' donor patches."""
+
+    def __init__(self, study: ModelUnderStudy, selected: Circuit, prompts: EncodedPrompts, batch_size: int):
+        self.adapter, self.selected, shape = study.adapter, selected, study.adapter.shape
+        self.n_layers, self.n_heads = shape.n_layers, shape.n_heads
+        donors = prompts.select(donor_rows(prompts))
+        self.sites = {g: sites_positions([GROUP_SITE[g]], prompts) for g in GROUPS}  # [rows, 1] each
+        self.caches = {
+            group: capture_heads(
+                study.model,
+                study.adapter,
+                donors.input_ids,
+                sites_positions([GROUP_SITE[group]], donors),
+                site_mask([selected.heads(group)], shape),
+                batch_size,
+            )
+            for group in GROUPS
+            if selected.heads(group)
+        }
+
+    def keep(self, circuit: Circuit, groups: tuple[Group, ...] = GROUPS):
+        """The keep mask of `circuit`'s heads in `groups`, as a function of the rows."""
+        part = Circuit.of({g: circuit.heads(g) for g in groups})
+        return lambda rows: keep_mask(part, rows, self.n_layers, self.n_heads)
+
+    def patch(self, circuit: Circuit, groups: tuple[Group, ...]):
+        """The patch giving each head of `selected` in `groups` missing from `circuit` its donor's output."""
+        removed = {g: [h for h in self.selected.heads(g) if h not in circuit.heads(g)] for g in groups}
+        patches = [
+            (self.caches[g].subset(site_mask([h], self.adapter.shape)), self.sites[g])
+            for g, h in removed.items()
+            if h
+        ]
 
         def patch(index: torch.Tensor, start: int) -> ExitStack:
             stack = ExitStack()
             for cache, positions in patches:
-                stack.enter_context(cached_patch(adapter, cache, index, positions[index] - start))
+                stack.enter_context(cached_patch(self.adapter, cache, index, positions[index] - start))
             return stack
 
-        probabilities = runs.answer_probabilities(
-            lambda rows: keep_mask(circuit, rows, shape.n_layers, shape.n_heads),
-            patch,
-            touched=lambda rows: keep_mask(selected, rows, shape.n_layers, shape.n_heads),
-        )
-        return float(probabilities.mean())
+        return patch
 
-    return metric
+    def base(self, circuit: Circuit, groups: tuple[Group, ...]) -> Base:
+        """`circuit`'s part in `groups`, as a prefix's base."""
+        return Base(self.keep(circuit, groups), self.patch(circuit, groups), self.keep(self.selected, groups))
+
+
+class _Prefixes:
+    """The cached prefixes of minimality's candidate runs: the all-ablated one, and per level of
+    `EARLY_LEVELS` the prefix of the run keeping that level's groups as the last candidate did. A level's
+    prefix is built when two candidates in a row agree on its groups (kept heads and removed ones), and
+    kept while they do: each costs about one candidate run and makes the next ones recompute the query
+    tokens only."""
+
+    def __init__(self, selected: Circuit, build: Callable[[Base | None], AblatedPrefix]):
+        self.build = build
+        # a level none of whose groups has a head would only copy the all-ablated prefix
+        self.levels = [groups for groups in EARLY_LEVELS if any(selected.heads(g) for g in groups)]
+        self.ablated = build(None)
+        self.previous: dict[tuple[Group, ...], tuple] = {}
+        self.built: dict[tuple[Group, ...], tuple[tuple, AblatedPrefix]] = {}
+
+    def get(self, circuit: Circuit, base: Callable[[tuple[Group, ...]], Base]):
+        """(the early groups the prefix holds, the prefix) for a run of `circuit`."""
+        found = None
+        for groups in self.levels:
+            key = tuple(circuit.heads(g) for g in groups)
+            if found is None and groups in self.built and self.built[groups][0] == key:
+                found = groups, self.built[groups][1]
+            elif found is None and self.previous.get(groups) == key:
+                self.built[groups] = key, self.build(base(groups))
+                found = groups, self.built[groups][1]
+            self.previous[groups] = key
+        return found or ((), self.ablated)
 
 
 def prune_minimal(circuit: Circuit, metric, tolerance: float, progress: bool = True):

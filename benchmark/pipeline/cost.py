@@ -116,14 +116,24 @@ def path_patching(c: Inputs) -> Work:
 
 
 def minimality(c: Inputs, prefix: bool = True) -> Work:
-    """Donor head caches per group, then the circuit run once and once without each selected head: over the
-    prompts' all-ablated prefix (`prefix=False`: each run a full pass, the reference path)."""
+    """Donor head caches per group, then the circuit run once and once without each selected head
+    (`prefix=False`: each run a full pass, the reference path). Over prefixes: the circuit and the structure
+    readers' candidates over the all-ablated prefix; the value fetchers' and position transmitters' over one
+    that keeps the readers and detectors (the last token alone), the detectors' over one that keeps the
+    readers (the query segment)."""
     rows = rows_of(c.settings.discovery.n_minimality_prompts, c.settings.n_boxes)
     batch = c.settings.discovery.batch_size
-    runs = 1 + sum(c.group_sizes)
+    sizes = dict(zip(GROUPS, c.group_sizes, strict=True))
     if not prefix:
-        return Work((c.full((c.n_groups + runs) * rows, batch),), (c.means(),))
-    return Work((c.full(c.n_groups * rows, batch),), (c.means(),)) + _prefix_runs(c, rows, runs, batch)
+        return Work((c.full((c.n_groups + 1 + sum(c.group_sizes)) * rows, batch),), (c.means(),))
+    work = Work((c.full(c.n_groups * rows, batch),), (c.means(),))
+    work += _prefix_runs(c, rows, 1 + sizes[Group.STRUCTURE_READER], batch)
+    last = sizes[Group.VALUE_FETCHER] + sizes[Group.POSITION_TRANSMITTER]
+    query = c.n_tokens - site_position(Site.QUERY_LABEL, c.n_tokens)
+    for runs, tokens in ((last, 1), (sizes[Group.POSITION_DETECTOR], query)):
+        if runs:
+            work += _prefix_runs(c, rows, runs, batch, c.n_tokens - tokens)
+    return work
 
 
 def reader_start(c: Inputs) -> int:
@@ -133,10 +143,10 @@ def reader_start(c: Inputs) -> int:
     return context * (c.settings.n_boxes - 1) // (2 * c.settings.n_boxes)
 
 
-def _prefix_runs(c: Inputs, rows: int, runs: int, batch: int) -> Work:
-    """`runs` circuit runs of `rows` prompts over their all-ablated prefix (`AblatedPrefix`): the prefix once
-    (every token but the last, its cache held), then each run's tokens from `reader_start` on."""
-    start = reader_start(c)
+def _prefix_runs(c: Inputs, rows: int, runs: int, batch: int, start: int | None = None) -> Work:
+    """`runs` circuit runs of `rows` prompts over a cached prefix (`AblatedPrefix`): the prefix once (every
+    token but the last, its cache held), then each run's tokens from `start` on (default `reader_start`)."""
+    start = reader_start(c) if start is None else start
     passes = (Pass(rows, c.n_tokens - 1, batch), Pass(runs * rows, c.n_tokens - start, batch, start))
     return Work(passes, (Buffer("ablated prefix cache", c.kv(rows, c.n_tokens - 1)),))
 
