@@ -163,13 +163,14 @@ class AblatedPrefix:
 
     def _expand(self, keep: torch.Tensor | None, batch: _Batch) -> torch.Tensor | None:
         """A keep mask [batch|1, pos|1, layer, head] at full size [batch, pos, layer, head], bool."""
-        shape = (len(batch.index), self.n_pos, *keep.shape[2:]) if keep is not None else None
-        return None if keep is None else keep.expand(shape).bool()
+        if keep is None:
+            return None
+        return keep.expand(len(batch.index), self.n_pos, *keep.shape[2:]).bool()
 
     def _base_patch(self, batch: _Batch, start: int) -> AbstractContextManager:
         """The base's patch for a pass from token `start` on, unless it writes only before `start`."""
         patch = None if self.base is None else self.base.patch
-        if patch is None or (start > 0 and start > first_kept(batch.base_touched, self.n_pos)):
+        if patch is None or start > first_kept(batch.base_touched, self.n_pos):
             return nullcontext()
         return patch(batch.index, start)
 
