@@ -116,7 +116,7 @@ class AblatedPrefix:
         self.study, self.source, self.encoded, self.base = study, source, encoded, base
         self.n_pos = encoded.input_ids.shape[1]
         self.last = self.n_pos - 1  # the cache covers every token before the last
-        self.batches = _batches(encoded, batch_size)
+        self.batches, self.size = _batches(encoded, batch_size), batch_size
         self.cached = self._fill()
 
     @property
@@ -199,9 +199,8 @@ class AblatedPrefix:
     def _logits(self, batch: _Batch, keep: torch.Tensor | None, start: int, patch: Patch | None):
         """Last-position logits [batch, vocab] of one batch: over its cached prefix when `start` allows."""
         ids = batch.rows.input_ids.to(self.study.device)
-        low = 1 if self.source.name == MEAN else max(batch.low, 1)  # resampled values begin at `low`
         with ExitStack() as stack:
-            if not self.cached or start < low:
+            if not self._over_prefix(batch, start):
                 stack.enter_context(ablate(self.study, self.source, batch.rows, keep))
                 stack.enter_context(self._base_patch(batch, 0))
                 stack.enter_context(patch(batch.index, 0) if patch else nullcontext())
@@ -218,9 +217,54 @@ class AblatedPrefix:
         """(rows [batch], last-position logits [batch, vocab]) of each batch of the run that ablates all but
         `keep(rows)`, with `patch` on top; `touched(rows)` marks where the patch writes (it must not come
         before the first token the pass computes)."""
+        runs = []
         for batch in self.batches:
             kept = self._expand(keep(batch.rows), batch)  # [batch, pos, layer, head] or None
-            yield batch.index, self._logits(batch, kept, self._start(batch, kept, touched), patch)
+            runs.append((batch, kept, self._start(batch, kept, touched)))
+        for batch, kept, start in self._merged(runs):
+            yield batch.index, self._logits(batch, kept, start, patch)
+
+    def _merged(self, runs: list[tuple]) -> Iterator[tuple]:
+        """The runs' (batch, keep, start), consecutive ones over the cached prefix that start at one token
+        joined up to `batch_size` rows: batches are split by earliest site, and when a run recomputes
+        only later tokens (the query segment, the last token) one pass over the joined rows does it."""
+        group: list[tuple] = []
+        for run in runs:
+            if group and not self._joins(group, run):
+                yield self._joined(group)
+                group = []
+            group.append(run)
+        if group:
+            yield self._joined(group)
+
+    def _joins(self, group: list[tuple], run: tuple) -> bool:
+        (first, first_kept, start), (batch, kept, run_start) = group[0], run
+        rows = sum(len(b.index) for b, *_ in group) + len(batch.index)
+        same = run_start == start and (kept is None) == (first_kept is None)
+        cached = self._over_prefix(first, start) and self._over_prefix(batch, start)
+        return same and cached and rows <= self.size
+
+    def _joined(self, group: list[tuple]) -> tuple:
+        """One (batch, keep, start) of the group's rows, its cache and values cut at their common start."""
+        if len(group) == 1:
+            return group[0]
+        batches, start = [b for b, *_ in group], group[0][2]
+        index = torch.cat([b.index for b in batches])
+        entries = [
+            (torch.cat([e[0][:, :, :start] for e in layer]), torch.cat([e[1][:, :, :start] for e in layer]))
+            + tuple(layer[0][2:])
+            for layer in zip(*(b.entries for b in batches), strict=True)
+        ]
+        resampled = _cat([None if b.resampled is None else b.resampled[:, start - b.low :] for b in batches])
+        joined = _Batch(index, self.encoded.select(index), start, entries, resampled)
+        joined.base_keep = _cat([b.base_keep for b in batches])
+        joined.base_touched = _cat([b.base_touched for b in batches])
+        return joined, _cat([kept for _, kept, _ in group]), start
+
+    def _over_prefix(self, batch: _Batch, start: int) -> bool:
+        """Whether a run of `batch` from token `start` on can use the cached prefix."""
+        low = 1 if self.source.name == MEAN else max(batch.low, 1)  # resampled values begin at `low`
+        return self.cached and start >= low
 
     def score(self, keep: KeepFn) -> RunScores:
         """Each prompt's decision and logit difference in the run, in the prompts' order."""
@@ -237,6 +281,11 @@ class AblatedPrefix:
     def _runs(self, keep, patch=None, touched=None):
         for index, logits in self.logits(keep, patch, touched):
             yield index, logits, self.encoded.select(index)
+
+
+def _cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tensors joined along rows, or None where they are None."""
+    return None if tensors[0] is None else torch.cat(tensors)
 
 
 def _in_order(parts: list[tuple[torch.Tensor, RunScores]], n: int) -> RunScores:

@@ -1,8 +1,10 @@
 """Speed of `etbench score`'s costly stages on the organism pair at cpu-small sizes: the previous code path
 against today's, stage by stage, in one process, with a check that both give the same output.
 
-- discovery: the four path-patching stages. Old: pass 1 runs every layer for every (prompt, sender) row.
-  New: it stops at the highest receiver's q or v projection (`hooks.stop_after`). Effects must be equal.
+- discovery: the pipeline's discovery stage, the four path-patching stages and then minimality pruning.
+  Old: pass 1 runs every layer for every (prompt, sender) row, and every pruning run is a full pass. New:
+  pass 1 stops at the highest receiver's q or v projection (`hooks.stop_after`), and pruning runs over
+  cached prefixes as `minimality` below. Effects, the circuit and (within 1e-5) its metric must be equal.
 - mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
   from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
 - dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
@@ -11,7 +13,8 @@ against today's, stage by stage, in one process, with a check that both give the
 - faithfulness: the faithfulness report under both ablations (circuit, random circuits, curve). Old: every
   circuit run is a full pass (resample: the counterfactual prompts rerun each time). New: the runs share the
   prompts' all-ablated prefix (`AblatedPrefix`). Decisions equal, logit differences within 1e-4.
-- minimality: pruning the selected circuit, old and new as for faithfulness. Same circuit, metric within 1e-5.
+- minimality (not in the default list: discovery includes it): pruning the selected circuit alone, old and
+  new as for faithfulness. Same circuit, metric within 1e-5.
 - atp: attribution patching (`path_patching.attribution`) as a pre-filter of each discovery stage: its
   time, its Pearson correlation with the exact effects, the worst AtP rank of an exactly selected head,
   and the recall at a candidate budget of twice the group cap (share of the selected heads it would keep).
@@ -66,21 +69,28 @@ def _path_pairs(run: ScoreRun, study):
 
 
 def bench_discovery(run: ScoreRun, study, state: dict):
-    """The four stages with pass 1 running every layer (old) and stopping early (new)."""
-    pairs, config = _path_pairs(run, study), run.settings.discovery
+    """The discovery stage (four sweeps, then minimality pruning), the old code paths against today's."""
+    pairs, config, means = _path_pairs(run, study), run.settings.discovery, _means(run, study, state)
+    prompts = encode_examples(study.tokenizer, run.splits["minimality"].examples)
+
+    def discover():
+        return discovery.discover_circuit(study, pairs, prompts, means, config, progress=False)
+
     stop_after = sweep.stop_after
     sweep.stop_after = lambda module: nullcontext()
     try:
-        old, t_old = _timed(lambda: discovery.run_stages(study, pairs, config, progress=False))
+        old, t_old = _full_passes(discover)
     finally:
         sweep.stop_after = stop_after
-    new, t_new = _timed(lambda: discovery.run_stages(study, pairs, config, progress=False))
-    state["stages"], state["pairs"] = new, pairs
+    new, t_new = _timed(discover)
+    state["stages"], state["pairs"] = new.stages, pairs
     same = all(
         a.selected == b.selected and (a.effects is None or torch.equal(a.effects.mean, b.effects.mean))
-        for a, b in zip(old, new, strict=True)
+        for a, b in zip(old.stages, new.stages, strict=True)
     )
-    return t_old, t_new, "effects equal" if same else "EFFECTS DIFFER"
+    move = abs(old.minimality_metric - new.minimality_metric)
+    ok = same and old.circuit == new.circuit and move < 1e-5
+    return t_old, t_new, f"effects equal, same circuit, metric within {move:.1e}" if ok else "DIFFER"
 
 
 def _full_passes(fn):
@@ -254,7 +264,8 @@ BENCHES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", nargs="+", default=["base", "finetuned"], choices=["base", "finetuned"])
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    default = [stage for stage in STAGES if stage != "minimality"]
+    parser.add_argument("--stages", nargs="+", default=default, choices=STAGES)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

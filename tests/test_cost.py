@@ -71,14 +71,15 @@ def _rows(work) -> int:
 
 def test_discovery_counts_match_a_hand_count():
     c = Inputs(SETTINGS, ModelShape.of(TINY), S, GUESS)
-    # Scoring 5 prompts; per stage head caches of 5 clean + 5 counterfactual prompts. Pass 1, in chunks of
+    # Scoring 5 prompts; per site head caches of 5 clean + 5 counterfactual prompts (stages A and B share the
+    # last token's: B makes none). Pass 1, in chunks of
     # 4 and 1 prompts (k = 1 and 4 senders a prompt per pass): stage A's 4 senders + null give 4 * 5 + 4 * 2
     # = 28 rows, the later stages' 2 senders + null 4 * 3 + 4 * 1 = 16. Pass 2: a prefill of the 5 prompts
     # up to the receivers' reading position (last token 38; query label 36 for D), then the 16 rows' suffix.
     a = 2 * 5 * S + 28
     b = 2 * 5 * S + 16 + 5 * 38 + 16 * 1
     d = 2 * 5 * S + 16 + 5 * 36 + 16 * 3
-    assert _rows(path_patching(c)) == 5 * S + a + 2 * b + d
+    assert _rows(path_patching(c)) == 5 * S + a + (b - 2 * 5 * S) + b + d
     # minimality: 4 donor caches, the circuit run and one run without each of its 4 heads, 5 prompts each;
     # over prefixes (each the run of every token but the last): the all-ablated one for the circuit and the
     # structure reader's candidate, from token 14 on (the query label is at 36, the context's middle box

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmark.accuracy import score_accuracy
-from benchmark.circuit import GROUPS, Circuit, Group, Head
+from benchmark.circuit import GROUPS, Circuit, Group, Head, Site
 from benchmark.data import EncodedPairs, EncodedPrompts
 from benchmark.kinds import defined
 from benchmark.models import ModelUnderStudy
 from benchmark.path_patching.minimality import prune_minimal, removal_metric
-from benchmark.path_patching.sweep import STAGES, StageEffects, sweep_stage
+from benchmark.path_patching.sweep import STAGES, SiteRuns, StageEffects, prepare, sweep_stage
 from benchmark.records import Discovery, DiscoveryStage
 from benchmark.settings import DiscoveryConfig
 
@@ -87,14 +87,24 @@ def run_stages(study: ModelUnderStudy, pairs: EncodedPairs, config: DiscoveryCon
     pairs = answered_pairs(study, pairs, config.batch_size)
     results: list[StageResult] = []
     receivers: tuple[Head, ...] | None = None
+    site_runs: dict[Site, SiteRuns] = {}  # stages A and B read the same site: its head outputs once
     for stage in STAGES:
         if stage.receivers is not None and not receivers:
             reason = f"no head was selected for {stage.receivers.value}, so this stage has no receivers"
             results.append(StageResult(stage.group, None, (), reason))
             receivers = ()
             continue
+        if stage.site not in site_runs:
+            site_runs[stage.site] = prepare(study, pairs, stage, config.batch_size)
         effects = sweep_stage(
-            study, pairs, stage, receivers, config.rows_per_pass, config.batch_size, progress
+            study,
+            pairs,
+            stage,
+            receivers,
+            config.rows_per_pass,
+            config.batch_size,
+            progress,
+            site_runs[stage.site],
         )
         receivers = select_heads(effects, config)
         results.append(StageResult(stage.group, effects, receivers))

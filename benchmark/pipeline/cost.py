@@ -80,15 +80,16 @@ def _sweep_rows(n_prompts: int, n_senders: int, rows_per_pass: int) -> int:
     return rows
 
 
-def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int, top: int | None) -> Work:
-    """One stage: head caches at the site of n clean and n counterfactual prompts; pass 1 replays the site's
-    token alone for every row, up to the receivers' top layer `top` (the logits stage: every layer and the
-    logits); pass 2 runs the suffix from the receivers' reading position over a prefix."""
+def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int, top: int | None, prepared: bool) -> Work:
+    """One stage: head caches at the site of n clean and n counterfactual prompts (unless an earlier stage
+    of the same site made them: `prepared`); pass 1 replays the site's token alone for every row, up to the
+    receivers' top layer `top` (the logits stage: every layer and the logits); pass 2 runs the suffix from
+    the receivers' reading position over a prefix."""
     config, s = c.settings.discovery, c.n_tokens
     rows = _sweep_rows(n, verified_senders(config, n_senders), config.rows_per_pass)
     batch = min(rows, config.rows_per_pass)
     replay = Pass(rows, 1, batch) if top is None else Pass(rows, 1, batch, logits=0, layers=top + 1)
-    passes = [c.full(2 * n, config.batch_size), replay]
+    passes = ([] if prepared else [c.full(2 * n, config.batch_size)]) + [replay]
     cache = Buffer(
         "clean and counterfactual heads at a site [prompt, layer, head, d]", c.heads_at_sites(2 * n)
     )
@@ -111,7 +112,8 @@ def path_patching(c: Inputs) -> Work:
         if index and not c.group_sizes[index - 1]:
             break
         top = tops[index - 1] if index else None
-        work += _sweep(c, stage, n, h.n_heads * (h.n_layers if top is None else top), top)
+        prepared = any(earlier.site == stage.site for earlier in SWEEP_STAGES[:index])
+        work += _sweep(c, stage, n, h.n_heads * (h.n_layers if top is None else top), top, prepared)
     return work
 
 
