@@ -105,7 +105,8 @@ def _full_passes(fn):
 def _discovered(run: ScoreRun, study, state: dict) -> discovery.DiscoveryResult:
     """The side's stages (from the discovery bench, else run now) and its committed circuit."""
     if "stages" not in state:
-        state["stages"] = discovery.run_stages(study, _path_pairs(run, study), run.settings.discovery, False)
+        state["pairs"] = _path_pairs(run, study)
+        state["stages"] = discovery.run_stages(study, state["pairs"], run.settings.discovery, False)
     selected = Circuit.of({stage.group: stage.selected for stage in state["stages"]})
     circuit = _circuit(run, study, state)
     return discovery.DiscoveryResult(run.settings.discovery, state["stages"], selected, circuit)
@@ -217,9 +218,7 @@ def bench_dcm(run: ScoreRun, study, state: dict):
 def bench_atp(run: ScoreRun, study, state: dict) -> None:
     """Per discovery stage: AtP's time, agreement with the exact effects and recall at twice the cap."""
     config = run.settings.discovery
-    if "stages" not in state:
-        state["pairs"] = _path_pairs(run, study)
-        state["stages"] = discovery.run_stages(study, state["pairs"], config, progress=False)
+    _discovered(run, study, state)
     stages, pairs, receivers = state["stages"], state["pairs"], None
     for stage, exact in zip(sweep.STAGES, stages, strict=True):
         if exact.effects is None:
