@@ -4,7 +4,9 @@ against today's, stage by stage, in one process, with a check that both give the
 - discovery: the pipeline's discovery stage, the four path-patching stages and then minimality pruning.
   Old: pass 1 runs every layer for every (prompt, sender) row, and every pruning run is a full pass. New:
   pass 1 stops at the highest receiver's q or v projection (`hooks.stop_after`), and pruning runs over
-  cached prefixes as `minimality` below. Effects, the circuit and (within 1e-5) its metric must be equal.
+  cached prefixes as `minimality` below. Both share one head cache between stages A and B (new in the same
+  change), so the ratio understates it by one cache of the site. Effects, the circuit and (within 1e-5)
+  its metric must be equal.
 - mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
   from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
 - dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
