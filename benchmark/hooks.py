@@ -7,6 +7,7 @@ Every primitive is a context manager that removes its hooks on exit, also after 
 - `patch_head_outputs` / `patch_qkv`: overwrite heads (where a mask says so) with given values.
 - `mean_ablate`: `patch_head_outputs` with per-position means from a reference set.
 - `stop_after`: end a forward pass as soon as a module has run, when nothing later is read.
+- `expand_rows`: run the layers below one on one row per input, and the rest on many rows of each input.
 
 Shapes: `positions` is [batch, site] (token index of each site in each row; None = every position);
 head values are [batch, site, layer, head, head_dim]; masks broadcast to [batch, site, layer, head].
@@ -134,6 +135,40 @@ def stop_after(module: nn.Module) -> Iterator[None]:
         pass
     finally:
         handle.remove()
+
+
+def _pick_rows(value, index: torch.Tensor, n_inputs: int):
+    """A block argument (a tensor, or a tuple, list or dict of them) with every tensor batched like the
+    model's input (first dimension `n_inputs`, two or more dimensions) indexed by `index` along it."""
+    if isinstance(value, torch.Tensor):
+        batched = value.ndim >= 2 and value.shape[0] == n_inputs
+        return value.index_select(0, index.to(value.device)) if batched else value
+    if isinstance(value, tuple | list):
+        return type(value)([_pick_rows(item, index, n_inputs) for item in value])
+    if isinstance(value, dict):
+        return {key: _pick_rows(item, index, n_inputs) for key, item in value.items()}
+    return value
+
+
+@contextmanager
+def expand_rows(
+    adapter: ArchitectureAdapter, from_layer: int, index: torch.Tensor, n_inputs: int
+) -> Iterator[None]:
+    """A forward pass of `n_inputs` rows whose blocks from `from_layer` on run on the rows `index` [rows]
+    picks from them (`index`: input row of each; more rows than inputs), so that rows that only differ
+    from that layer on are computed once below it. Each of those blocks gets its batched arguments picked
+    likewise (the hidden states at the first; position embeddings and masks, which the model built for
+    its input rows, at every one); the output has len(index) rows. A key-value cache must hold that
+    many rows from `from_layer` on (`ModelUnderStudy.repeat_cached_rows`)."""
+    if len(index) <= n_inputs:
+        raise ValueError(f"expand_rows needs more rows than the {n_inputs} inputs, got {len(index)}")
+
+    def hook(module, args, kwargs):
+        return _pick_rows(args, index, n_inputs), _pick_rows(kwargs, index, n_inputs)
+
+    blocks = [adapter.block(layer) for layer in range(from_layer, adapter.shape.n_layers)]
+    with _hooks(lambda m, h: m.register_forward_pre_hook(h, with_kwargs=True), [(b, hook) for b in blocks]):
+        yield
 
 
 @dataclass

@@ -2,11 +2,12 @@
 against today's, stage by stage, in one process, with a check that both give the same output.
 
 - discovery: the pipeline's discovery stage, the four path-patching stages and then minimality pruning.
-  Old: pass 1 runs every layer for every (prompt, sender) row, and every pruning run is a full pass. New:
-  pass 1 stops at the highest receiver's q or v projection (`hooks.stop_after`), and pruning runs over
-  cached prefixes as `minimality` below. Both share one head cache between stages A and B (new in the same
-  change), so the ratio understates it by one cache of the site. Effects, the circuit and (within 1e-5)
-  its metric must be equal.
+  Old: pass 1 runs every layer for every (prompt, sender) row, pass 2 every layer for every row, and
+  every pruning run is a full pass. New: pass 1 stops at the highest receiver's q or v projection
+  (`hooks.stop_after`), both passes run the layers below the lowest one where a prompt's rows differ
+  once per prompt (`hooks.expand_rows`), and pruning runs over cached prefixes as `minimality` below.
+  Both share one head cache between stages A and B (new in an earlier change), so the ratio understates
+  the changes by one cache of the site. Effects, the circuit and (within 1e-5) its metric must be equal.
 - mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
   from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
 - dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
@@ -78,12 +79,13 @@ def bench_discovery(run: ScoreRun, study, state: dict):
     def discover():
         return discovery.discover_circuit(study, pairs, prompts, means, config, progress=False)
 
-    stop_after = sweep.stop_after
+    stop_after, split_layer = sweep.stop_after, sweep._split_layer
     sweep.stop_after = lambda module: nullcontext()
+    sweep._split_layer = lambda layers, k: 0 if k > 1 else None  # every layer on every row
     try:
         old, t_old = _full_passes(discover)
     finally:
-        sweep.stop_after = stop_after
+        sweep.stop_after, sweep._split_layer = stop_after, split_layer
     new, t_new = _timed(discover)
     state["stages"], state["pairs"] = new.stages, pairs
     same = all(

@@ -8,12 +8,14 @@ from benchmark.data import encode_examples, generate_split
 from benchmark.hooks import (
     capture_head_outputs,
     capture_qkv,
+    edit_head_outputs,
+    expand_rows,
     head_output_means,
     mean_ablate,
     patch_head_outputs,
     patch_qkv,
 )
-from benchmark.models import QKV, ArchitectureAdapter, UnsupportedArchitectureError
+from benchmark.models import QKV, ArchitectureAdapter, ModelUnderStudy, UnsupportedArchitectureError
 from benchmark.testing import TINY_ARCHITECTURES, build_tiny_model
 
 ATOL = 1e-5
@@ -143,6 +145,49 @@ def test_qkv_patching_with_own_values_changes_nothing_and_counterfactual_values_
         torch.testing.assert_close(_logits(model, clean), before, atol=ATOL, rtol=0)
     with patch_qkv(adapter, kind, other.stack(), positions=positions):
         assert not torch.allclose(_logits(model, clean)[:, -1], before[:, -1], atol=1e-4)
+
+
+def _row_scaled_head(adapter, layer: int, factors: torch.Tensor):
+    """Head 0 of `layer` scaled by a per-row factor: rows that are equal below `layer` differ above it."""
+
+    def edit(sites, index):
+        return torch.cat([sites[:, :, :1] * factors[:, None, None, None], sites[:, :, 1:]], dim=2)
+
+    return edit_head_outputs(adapter, edit, layers=[layer])
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no cache", "over a cache"])
+def test_expanded_rows_equal_the_repeated_inputs_run_in_full(tiny, cached):
+    """Running the layers below `split` once per input, then k rows per input, gives the logits of the
+    inputs repeated k times from the embeddings on (with or without a key-value cache of a prefix)."""
+    model, adapter, clean, _ = tiny
+    study, k, split = ModelUnderStudy(model, adapter), 3, adapter.shape.n_layers - 1
+    n, factors = len(clean), torch.tensor([1.0, 0.0, -2.0]).repeat(len(clean))
+    prefix, suffix = (clean[:, :-2], clean[:, -2:]) if cached else (None, clean)
+
+    def run(ids, cache):
+        with torch.no_grad(), _row_scaled_head(adapter, split, factors):
+            return model(ids, use_cache=False).logits if cache is None else study.extend(ids, cache)
+
+    repeated_cache = None if prefix is None else study.prefill(prefix.repeat_interleave(k, 0))
+    full = run(suffix.repeat_interleave(k, 0), repeated_cache)
+    cache = None if prefix is None else study.prefill(prefix)
+    if cache is not None:
+        study.repeat_cached_rows(cache, k, from_layer=split)
+    with expand_rows(adapter, split, torch.arange(n).repeat_interleave(k), n):
+        expanded = run(suffix, cache)
+    assert expanded.shape == full.shape
+    assert (full[0::k] - full[2::k]).abs().max() > 1e-3  # the rows do differ above the split
+    torch.testing.assert_close(expanded, full, atol=ATOL, rtol=0)
+
+
+def test_expanding_to_no_more_rows_than_inputs_is_refused(tiny):
+    _, adapter, _, _ = tiny
+    with (
+        pytest.raises(ValueError, match="more rows than the 4 inputs"),
+        expand_rows(adapter, 0, torch.arange(4), 4),
+    ):
+        pass
 
 
 def test_hooks_are_removed_after_an_exception(tiny):

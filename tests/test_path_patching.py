@@ -36,12 +36,15 @@ def _receivers(stage):
     return None if stage.receivers is None else RECEIVERS
 
 
+@pytest.mark.parametrize("rows_per_pass", [10, 40], ids=["k 1 and 5", "k 3"])
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.group.value)
-def test_batched_sweep_equals_the_plain_loop(tiny, stage):
+def test_batched_sweep_equals_the_plain_loop(tiny, stage, rows_per_pass):
+    """Chunks of 10 and 2 prompts (1 and 5 senders a prompt per pass), or one of 12 (3 senders): with more
+    than one, the rows below the lowest sender's or receiver's layer run once per prompt."""
     model, adapter, pairs = tiny
-    fast = sweep_stage(
-        ModelUnderStudy(model, adapter), pairs, stage, _receivers(stage), rows_per_pass=10, progress=False
-    )
+    assert len(pairs) == 12
+    study = ModelUnderStudy(model, adapter)
+    fast = sweep_stage(study, pairs, stage, _receivers(stage), rows_per_pass=rows_per_pass, progress=False)
     plain = reference_stage(model, adapter, pairs, stage, _receivers(stage))
     assert fast.mean.abs().max() > 1e-3  # the comparison is not between two zero arrays
     torch.testing.assert_close(fast.mean, plain.mean, atol=1e-5, rtol=0)

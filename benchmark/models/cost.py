@@ -100,6 +100,8 @@ class Pass:
     logits: int = 1
     backward: bool = False
     layers: int | None = None  # decoder layers run (None: all; a pass that stops early runs fewer)
+    shared: int = 0  # of those, the lowest `shared` run one row for every `fan` rows (equal there)
+    fan: int = 1
 
     @property
     def token_rows(self) -> int:
@@ -108,9 +110,11 @@ class Pass:
 
 
 def pass_flops(shape: ModelShape, p: Pass) -> float:
-    """FLOPs of a pass: weights, attention over each token's context, the unembedding; x3 with backward."""
+    """FLOPs of a pass: weights, attention over each token's context, the unembedding; x3 with backward.
+    Layers shared by `fan` rows cost a `fan`-th per row."""
     h = shape.heads
-    share = 1.0 if p.layers is None else p.layers / h.n_layers
+    layers = h.n_layers if p.layers is None else p.layers
+    share = (layers - p.shared * (1 - 1 / p.fan)) / h.n_layers
     contexts = p.tokens * p.prefix + p.tokens * (p.tokens + 1) / 2  # sum over new tokens of their context
     attention = 4 * h.n_layers * h.n_heads * h.head_dim * contexts
     body = (2 * shape.active_params * p.tokens + attention) * share

@@ -81,6 +81,19 @@ class ModelUnderStudy:
         return DynamicCache(ddp_cache_data=entries)
 
     @staticmethod
+    def repeat_cached_rows(cache, k: int, from_layer: int = 0) -> None:
+        """Repeat every row of the cache k times in place (row i becomes rows i*k .. i*k+k-1), in the
+        layers from `from_layer` on only (for `hooks.expand_rows`, whose lower layers run unrepeated)."""
+        layers = getattr(cache, "layers", None)
+        if layers is not None:
+            for layer in layers[from_layer:]:
+                layer.batch_repeat_interleave(k)
+            return
+        for entries in (cache.key_cache, cache.value_cache):
+            for layer in range(from_layer, len(entries)):
+                entries[layer] = entries[layer].repeat_interleave(k, dim=0)
+
+    @staticmethod
     def cached_values(cache, layer: int) -> torch.Tensor:
         """The cached v of one layer: [batch, kv_head, pos, d] (DynamicCache's old or new layout)."""
         layers = getattr(cache, "layers", None)

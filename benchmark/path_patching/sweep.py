@@ -13,6 +13,10 @@ clean value (MLPs recompute) and lets the change reach only the receivers. Two f
 
 The batch dimension carries (prompt, sender) rows. Every prompt also runs a null sender (its own clean
 value) through the same passes; effects are relative to it, so an unchanged sender has effect exactly 0.
+
+3. A prompt's rows of one pass are equal below the lowest layer where they can differ: in pass 1 the
+   lowest sender's layer of the batch (or a lower receiver's, whose q/v is read), in pass 2 the lowest
+   receiver's. Those layers run one row per prompt, and the rows fan out from there (`hooks.expand_rows`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from benchmark.circuit import GROUP_SITE, Group, Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.head_cache import capture_heads
-from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv, stop_after
+from benchmark.hooks import capture_qkv, edit_head_outputs, expand_rows, patch_qkv, stop_after
 from benchmark.models import QKV, ArchitectureAdapter, ModelUnderStudy
 from benchmark.models.study import model_device
 
@@ -106,10 +110,15 @@ def prepare(study: ModelUnderStudy, pairs: EncodedPairs, stage: Stage, batch_siz
     return SiteRuns(pairs, positions, z_clean, z_cf)
 
 
-def _freeze_and_patch(prompts: SiteRuns, prompt_idx, senders: torch.Tensor):
-    """Edit for pass 1: every head at its clean value, the row's sender (layer >= 0) at its counterfactual."""
+def _freeze_and_patch(prompts: SiteRuns, prompt_idx, senders: torch.Tensor, split: int | None = None, k=1):
+    """Edit for pass 1: every head at its clean value, the row's sender (layer >= 0) at its counterfactual.
+    Below `split` (`_split_layer`) the rows are one per prompt (each prompt's k rows are consecutive),
+    and no sender is there."""
+    inputs = prompt_idx[::k]
 
     def edit(sites: torch.Tensor, layer: int) -> torch.Tensor:  # sites [rows, 1, head, d]
+        if split is not None and layer < split:
+            return prompts.z_clean[inputs, layer][:, None].to(sites.device, sites.dtype)
         new = prompts.z_clean[prompt_idx, layer][:, None].clone()
         rows = (senders[:, 0] == layer).nonzero()[:, 0]
         heads = senders[rows, 1]
@@ -119,15 +128,27 @@ def _freeze_and_patch(prompts: SiteRuns, prompt_idx, senders: torch.Tensor):
     return edit
 
 
+def _split_layer(layers: list[int], k: int) -> int | None:
+    """Where a prompt's k rows (consecutive) can first differ: the lowest of `layers` (the senders' and
+    receivers' of one pass); None where they are not several (k = 1) or never differ."""
+    return min(layers) if k > 1 and layers else None
+
+
 def _pass1(
-    model, adapter, prompts: SiteRuns, prompt_idx, senders, stage: Stage, receiver_layers, graph=False
+    model, adapter, prompts: SiteRuns, prompt_idx, senders, stage: Stage, receiver_layers, graph=False, k=1
 ):
     """Replay the site's token alone with every head frozen: receivers' q/v, or p(answer) for logits
-    (`graph`: the receivers' q/v stay differentiable, for attribution patching)."""
+    (`graph`: the receivers' q/v stay differentiable, for attribution patching). `k` > 1: the rows are
+    each prompt's k senders in a row, and the layers below the lowest sender's (or receiver's) run once
+    per prompt, their rows being equal there (`hooks.expand_rows`)."""
+    sender_layers = senders[:, 0][senders[:, 0] >= 0].tolist()
+    split = _split_layer(sender_layers + list(receiver_layers or ()), k)
+    inputs = prompt_idx if split is None else prompt_idx[::k]
     ids = prompts.pairs.clean.input_ids
-    token = ids[prompt_idx, prompts.positions[prompt_idx]][:, None].to(model_device(model))
-    position_ids = prompts.positions[prompt_idx][:, None].to(token.device)
-    with edit_head_outputs(adapter, _freeze_and_patch(prompts, prompt_idx, senders)):
+    token = ids[inputs, prompts.positions[inputs]][:, None].to(model_device(model))
+    position_ids = prompts.positions[inputs][:, None].to(token.device)
+    expand = nullcontext() if split is None else _expanded(adapter, split, len(inputs), k)
+    with edit_head_outputs(adapter, _freeze_and_patch(prompts, prompt_idx, senders, split, k)), expand:
         if stage.receivers is None:
             logits = model(token, position_ids=position_ids, use_cache=False).logits[:, -1]
             return answer_probability(logits, prompts.pairs.clean.answer_ids[prompt_idx])
@@ -136,6 +157,11 @@ def _pass1(
         with capture as recording, stop_after(last):  # nothing above the highest receiver is read
             model(token, position_ids=position_ids, use_cache=False)
     return recording.stack()  # [rows, 1, receiver layer, qkv head, d]
+
+
+def _expanded(adapter: ArchitectureAdapter, split: int, n_inputs: int, k: int):
+    """`hooks.expand_rows` from layer `split`: each of the n_inputs rows becomes k consecutive rows."""
+    return expand_rows(adapter, split, torch.arange(n_inputs).repeat_interleave(k), n_inputs)
 
 
 def receiver_mask(adapter: ArchitectureAdapter, receivers: tuple[Head, ...], kind: QKV):
@@ -161,29 +187,32 @@ def _chunks(n_prompts: int, max_prompts: int) -> Iterator[torch.Tensor]:
 class _SuffixRun:
     """Pass 2 for a prompt chunk repeated k times: a clean prefix up to the receivers' reading position (their
     group's position), then the rest, with the receivers' q (read there) or v (cached, at the senders'
-    position) replaced. Heads before the reading position keep their clean outputs."""
+    position) replaced. Heads before the reading position keep their clean outputs. Below the lowest
+    receiver layer a prompt's k rows are equal: those layers run, and cache, one row per prompt."""
 
     def __init__(
         self, study: ModelUnderStudy, prompts: SiteRuns, chunk: torch.Tensor, k: int, stage: Stage, receivers
     ):
         if stage.receiver_kind is QKV.K:
             raise ValueError("path patching into keys is not supported (cached keys carry rotary embeddings)")
-        self.study, self.kind, adapter = study, stage.receiver_kind, study.adapter
+        self.study, self.kind, self.k, adapter = study, stage.receiver_kind, k, study.adapter
         self.layers, self.mask = receiver_mask(adapter, receivers, stage.receiver_kind)
         ids = prompts.pairs.clean.input_ids[chunk].to(study.device)
         reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
         self.cache = study.prefill(ids[:, :reader])
-        self.cache.batch_repeat_interleave(k)
-        self.suffix = ids[:, reader:].repeat_interleave(k, 0)
+        self.split = _split_layer(self.layers, k)
+        study.repeat_cached_rows(self.cache, k, from_layer=self.split or 0)
+        self.suffix = ids[:, reader:]  # [chunk, pos]: k rows each from the lowest receiver layer on
+        self.n_rows = len(chunk) * k
         self.answers = prompts.pairs.clean.answer_ids[chunk].repeat_interleave(k)
         self.sender_positions = prompts.positions[chunk].repeat_interleave(k)  # [rows]
         self.patch_q = partial(
-            patch_qkv, adapter, QKV.Q, positions=torch.zeros(len(self.suffix), 1, dtype=torch.long)
+            patch_qkv, adapter, QKV.Q, positions=torch.zeros(self.n_rows, 1, dtype=torch.long)
         )
 
     def _write_values(self, receiver_values: torch.Tensor) -> None:
         """Put the receivers' new v [rows, 1, layer, kv head, d] into the cache at the senders' position."""
-        rows = torch.arange(len(self.suffix))[:, None]
+        rows = torch.arange(self.n_rows)[:, None]
         for index, layer in enumerate(self.layers):
             groups = self.mask[index].nonzero()[:, 0][None]  # [1, group]
             cached = self.study.cached_values(self.cache, layer)
@@ -200,7 +229,12 @@ class _SuffixRun:
         else:
             self._write_values(receiver_values)
             context = nullcontext()
-        with context:
+        expand = (
+            nullcontext()
+            if self.split is None
+            else _expanded(self.study.adapter, self.split, len(self.suffix), self.k)
+        )
+        with context, expand:
             logits = self.study.extend(self.suffix, self.cache)[:, -1]
         self.cache.crop(-self.suffix.shape[1])
         return answer_probability(logits, self.answers)
@@ -244,7 +278,7 @@ def sweep_stage(
         for batch in _sender_batches(senders, k):
             prompt_idx = chunk.repeat_interleave(k)
             sender_rows = torch.tensor(batch).repeat(len(chunk), 1)  # [rows, 2]
-            out = _pass1(model, adapter, prompts, prompt_idx, sender_rows, stage, layers)
+            out = _pass1(model, adapter, prompts, prompt_idx, sender_rows, stage, layers, k=k)
             p = (out if suffix is None else suffix(out)).view(len(chunk), k).cpu()
             probabilities.update({sender: p[:, i] for i, sender in enumerate(batch)})
             bar.update(len(chunk) * sum(s != (-1, -1) for s in batch))

@@ -9,14 +9,16 @@ the weights at the run's dtype plus the stage's largest buffer or batch working 
 hashing (the record stage) are I/O and cost nothing here; the time is FLOPs over a stated throughput.
 
 What no dry run can know is the circuit: how many heads each group selects, how high the receivers sit
-(senders of a stage are the heads below its receivers' top layer) and how many path-patching prompts the
-model answers (only those are patched). `CircuitGuess()` takes the upper bound: every group at its cap,
-receivers up to the last layer, every prompt answered; discovery, DCM and CMAP scale with these.
+(senders of a stage are the heads below its receivers' top layer), how low (a prompt's path-patching rows
+run once below that) and how many path-patching prompts the model answers (only those are patched).
+`CircuitGuess()` takes the upper bound: every group at its cap, receivers from the first layer to the last,
+every prompt answered; discovery, DCM and CMAP scale with these.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from benchmark.circuit import GROUP_SITE, GROUPS, Group, Site
@@ -69,35 +71,47 @@ def verified_senders(config: DiscoveryConfig, n_senders: int) -> int:
     return n_senders
 
 
-def _sweep_rows(n_prompts: int, n_senders: int, rows_per_pass: int) -> int:
-    """(prompt, sender) rows of one sweep: per prompt chunk, the null sender and every sender, k to a prompt
-    per pass (the last batch padded), as `path_patching.sweep` batches them."""
-    rows = 0
+def _sweep_batches(n_prompts: int, sender_layers: Sequence[int], rows_per_pass: int, bottom: int) -> Counter:
+    """The passes of one sweep as `path_patching.sweep` batches them, counted by (chunk, k, shared): per
+    prompt chunk, the null sender then the senders (in layer order), k to a prompt per pass (the last batch
+    padded). Where k > 1 a prompt's rows are equal, and run once, below `shared`: the batch's lowest
+    sender's layer, or `bottom` (the receivers' lowest layer) where that is lower."""
+    batches: Counter = Counter()
     for start in range(0, n_prompts, rows_per_pass):
         chunk = min(rows_per_pass, n_prompts - start)
         k = max(1, rows_per_pass // chunk)
-        rows += chunk * k * math.ceil((1 + n_senders) / k)
-    return rows
+        for first in range(0, 1 + len(sender_layers), k):
+            lowest = sender_layers[max(first - 1, 0)] if sender_layers else bottom
+            batches[chunk, k, min(lowest, bottom) if k > 1 else 0] += 1
+    return batches
 
 
-def _sweep(c: Inputs, stage: SweepStage, n: int, n_senders: int, top: int | None, prepared: bool) -> Work:
+def _sweep(c: Inputs, stage: SweepStage, n: int, tops: tuple[int | None, int], prepared: bool) -> Work:
     """One stage: head caches at the site of n clean and n counterfactual prompts (unless an earlier stage
     of the same site made them: `prepared`); pass 1 replays the site's token alone for every row, up to the
-    receivers' top layer `top` (the logits stage: every layer and the logits); pass 2 runs the suffix from
-    the receivers' reading position over a prefix."""
-    config, s = c.settings.discovery, c.n_tokens
-    rows = _sweep_rows(n, verified_senders(config, n_senders), config.rows_per_pass)
-    batch = min(rows, config.rows_per_pass)
-    replay = Pass(rows, 1, batch) if top is None else Pass(rows, 1, batch, logits=0, layers=top + 1)
-    passes = ([] if prepared else [c.full(2 * n, config.batch_size)]) + [replay]
+    receivers' top layer (`tops`: top and bottom; the logits stage: every layer and the logits); pass 2 runs
+    the suffix from the receivers' reading position over a prefix. Both run the layers where a prompt's
+    rows are equal once per prompt (`_sweep_batches`)."""
+    (top, bottom), config, s, h = tops, c.settings.discovery, c.n_tokens, c.shape.heads
+    n_senders = verified_senders(config, h.n_heads * (h.n_layers if top is None else top))
+    sender_layers = [index // h.n_heads for index in range(n_senders)]  # heads in (layer, head) order
+    batches = _sweep_batches(n, sender_layers, config.rows_per_pass, bottom)
+    layers, logits = (None, 1) if top is None else (top + 1, 0)
+    passes = [] if prepared else [c.full(2 * n, config.batch_size)]
+    passes += [
+        Pass(count * chunk * k, 1, chunk * k, 0, logits, layers=layers, shared=shared, fan=k)
+        for (chunk, k, shared), count in batches.items()
+    ]
     cache = Buffer(
         "clean and counterfactual heads at a site [prompt, layer, head, d]", c.heads_at_sites(2 * n)
     )
     if stage.receivers is not None:
         reader = site_position(GROUP_SITE[stage.receivers], s)
-        chunk = min(n, config.rows_per_pass)
-        repeated = chunk * max(1, config.rows_per_pass // chunk)
-        passes += [Pass(n, reader, chunk), Pass(rows, s - reader, repeated, reader, s - reader)]
+        passes += [Pass(n, reader, min(n, config.rows_per_pass))]
+        passes += [
+            Pass(count * chunk * k, s - reader, chunk * k, reader, s - reader, shared=bottom * (k > 1), fan=k)
+            for (chunk, k, _), count in batches.items()
+        ]
     return Work(tuple(passes), (cache,))
 
 
@@ -107,13 +121,14 @@ def path_patching(c: Inputs) -> Work:
     h, n_rows = c.shape.heads, rows_of(c.settings.discovery.n_prompts, c.settings.n_boxes)
     n = max(1, round(c.guess.correct_share * n_rows))
     tops = c.guess.top_layers or (h.n_layers - 1,) * (len(SWEEP_STAGES) - 1)
+    bottoms = c.guess.bottom_layers or (0,) * len(tops)
     work = Work((c.full(n_rows, c.settings.discovery.batch_size),))
     for index, stage in enumerate(SWEEP_STAGES):
         if index and not c.group_sizes[index - 1]:
             break
-        top = tops[index - 1] if index else None
+        receivers = (tops[index - 1], bottoms[index - 1]) if index else (None, h.n_layers)
         prepared = any(earlier.site == stage.site for earlier in SWEEP_STAGES[:index])
-        work += _sweep(c, stage, n, h.n_heads * (h.n_layers if top is None else top), top, prepared)
+        work += _sweep(c, stage, n, receivers, prepared)
     return work
 
 
@@ -333,5 +348,5 @@ def upper_bound_text(settings: ScoreSettings, shape: ModelShape) -> str:
     cap = settings.discovery.max_heads(shape.heads.n_components)
     return (
         f"circuit (known only after the run): the upper bound, each group at its cap of {cap} heads, "
-        "receivers up to the last layer, every path-patching prompt answered correctly"
+        "receivers from the first layer to the last, every path-patching prompt answered correctly"
     )

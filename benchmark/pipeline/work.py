@@ -19,11 +19,14 @@ class CircuitGuess:
     """The circuit a run will find, which sets how much discovery, DCM and CMAP compute (default: the upper
     bound). `group_sizes`: heads per group in `GROUPS` order (None: each at the selection's cap);
     `top_layers`: the highest layer of the value fetchers, transmitters and detectors, below which the next
-    stage's senders lie (None: the last layer); `correct_share`: of the path-patching prompts."""
+    stage's senders lie (None: the last layer); `correct_share`: of the path-patching prompts;
+    `bottom_layers`: the groups' lowest layers, below which a prompt's path-patching rows run once (None:
+    layer 0, no such saving)."""
 
     group_sizes: tuple[int, ...] | None = None
     top_layers: tuple[int, ...] | None = None
     correct_share: float = 1.0
+    bottom_layers: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
