@@ -81,7 +81,7 @@ class ModelUnderStudy:
         return DynamicCache(ddp_cache_data=entries)
 
     @staticmethod
-    def repeat_cached_rows(cache, k: int, from_layer: int = 0) -> None:
+    def repeat_cached_rows(cache, k: int, from_layer: int) -> None:
         """Repeat every row of the cache k times in place (row i becomes rows i*k .. i*k+k-1), in the
         layers from `from_layer` on only (for `hooks.expand_rows`, whose lower layers run unrepeated)."""
         layers = getattr(cache, "layers", None)

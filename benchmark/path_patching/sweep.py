@@ -201,7 +201,8 @@ class _SuffixRun:
         reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
         self.cache = study.prefill(ids[:, :reader])
         self.split = _split_layer(self.layers, k)
-        study.repeat_cached_rows(self.cache, k, from_layer=self.split or 0)
+        if self.split is not None:  # k > 1: the prefix's rows k times each from the split on
+            study.repeat_cached_rows(self.cache, k, from_layer=self.split)
         self.suffix = ids[:, reader:]  # [chunk, pos]: k rows each from the lowest receiver layer on
         self.n_rows = len(chunk) * k
         self.answers = prompts.pairs.clean.answer_ids[chunk].repeat_interleave(k)
