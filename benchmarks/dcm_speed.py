@@ -6,7 +6,8 @@ tokenizer; `--layers` deep, 30 for SmolLM2's depth), same pairs at `cpu-small`'s
 prints the speed ratio. The group's heads sit in the upper half of the network, where a group's heads are
 found in practice; the full pass's backward reaches down to the lowest of them, so `--low-layer` moves the
 ratio. Run: `python benchmarks/dcm_speed.py [--group value_fetcher] [--layers 8] [--threads 2]`
-(`--force-prefix` measures the cached prefix for structure readers too, which keep the full pass).
+(`--force-prefix`: structure readers over one prefix from the split's earliest site instead of one per site).
+One mask alone: `benchmarks/score_speed.py --stages dcm` times a whole run, whose desiderata train together.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument(
         "--force-prefix",
         action="store_true",
-        help="run the cached prefix also for a group that keeps the full pass (structure readers)",
+        help="structure readers over one prefix from the earliest site, not one per site (RunsBySite)",
     )
     args = parser.parse_args()
     if args.force_prefix:
@@ -76,8 +77,6 @@ def main() -> None:
     model = smollm2_shaped(len(tokenizer), args.layers)
     adapter = ArchitectureAdapter(model)
     group = Group(args.group)
-    if group not in masking.PREFIX_GROUPS:
-        print(f"note: {group.value} keeps the full pass (masking.PREFIX_GROUPS): both paths are the same")
     circuit = group_circuit(group, args.layers, args.low_layer)
     data = dcm_data(tokenizer, Desideratum.OBJECT, CPU_SMALL)
     print(

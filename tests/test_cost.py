@@ -120,23 +120,22 @@ def test_the_other_stages_match_a_hand_count():
     costs = {cost.stage: cost for cost in stage_costs(SETTINGS, Pair(shape, shape), S, Pair(GUESS, GUESS))}
     # DCM, per desideratum: one counterfactual run of the 4 + 2 + 2 pairs shared by the groups; A and B
     # train 2 epochs x 4 rows on the 1-token suffix after a prefix of 38, and validate 2 x 2 rows and test
-    # 2 rows there; C likewise on 3 tokens after 36; D trains on all 39 tokens and is scored from the
-    # context's middle box label on (token 14: one prefix per site). The prefixes are stored once for every
-    # desideratum: 4 + 2 + 2 rows of 38 tokens (A and B share them), of 36 (C), and 2 + 2 of 14 (D).
-    # Backward: the training rows.
+    # 2 rows there; C likewise on 3 tokens after 36; D trains and is scored from the context's middle box
+    # label on (token 14: one prefix per site). The prefixes are stored once for every desideratum: 4 + 2 + 2
+    # rows of 38 tokens (A and B share them), of 36 (C), and of 14 (D). Backward: the training rows.
     shared, scored = 8 * S, 2 * 2 + 2
     a = 8 + scored
     cee = 8 * 3 + scored * 3
-    d = 8 * S + scored * (S - 14)
+    d = (8 + scored) * (S - 14)
     dcm = costs["base.dcm"]
     assert (dcm.forward_token_rows, dcm.backward_token_rows) == (
-        3 * (shared + 2 * a + cee + d) + 8 * 38 + 8 * 36 + 4 * 14,
-        3 * (8 + 8 + 24 + 8 * S),
+        3 * (shared + 2 * a + cee + d) + 8 * 38 + 8 * 36 + 8 * 14,
+        3 * (8 + 8 + 24 + 8 * (S - 14)),
     )
     assert dcm.forward_equivalents == dcm.forward_token_rows + 2 * dcm.backward_token_rows
     c = Inputs(SETTINGS, shape, S, GUESS)
     (held,) = [b for b in COSTS[("dcm", True)](c).buffers if b.name.startswith("DCM prefix")]
-    assert held.nbytes == c.kv(8, 38) + c.kv(8, 36) + c.kv(4, 14)  # every site's stores, held together
+    assert held.nbytes == c.kv(8, 38) + c.kv(8, 36) + c.kv(8, 14)  # every site's stores, held together
     # faithfulness, 10 test prompts, per ablation: the full run, the all-ablated prefix (every token but the
     # last), then empty, circuit, 2 random, 2 curve sizes (k = 2, 4) from token 14 on; resample also runs the
     # counterfactuals once. Diagnostics: context kept in full (resample: with its counterfactuals), query

@@ -22,10 +22,12 @@ from benchmark.dcm import (
     patch_result,
     run_dcm,
     train_mask,
+    train_masks,
     transfer_accuracies,
 )
 from benchmark.dcm import prefix as prefix_module
-from benchmark.dcm.masking import training_step, used_splits
+from benchmark.dcm.masking import training_step
+from benchmark.dcm.pairs import used_splits
 from benchmark.dcm.patching import counterfactual_cache
 from benchmark.head_cache import patch_from_cache, site_mask, sites_positions
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
@@ -170,23 +172,30 @@ def test_cached_prefix_trains_the_same_masks_as_the_full_pass(setup, group, monk
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_cached_prefix_matches_the_full_pass_on_every_tiny_architecture(tiny_model_dir, arch, monkeypatch):
     """Every group over one prefix from the split's earliest site; then structure readers as a run does
-    them: trained with the full pass, validated and tested over one prefix per site (`RunsBySite`)."""
+    them: over one prefix per site (`RunsBySite`), with both desiderata's masks trained together (fanned out
+    from the lowest reader's layer, above layer 0), each as the full pass trains it alone."""
     default = masking.PREFIX_GROUPS
     monkeypatch.setattr(masking, "PREFIX_GROUPS", frozenset(Group))
     directory = tiny_model_dir(arch)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     config = DCMConfig(n_train=24, n_validation=12, n_test=12, batch_size=8, epochs=1, n_boxes=3)
-    data = dcm_data(AutoTokenizer.from_pretrained(directory), Desideratum.POSITION, config)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    data = {d: dcm_data(tokenizer, d, config) for d in (Desideratum.POSITION, Desideratum.OBJECT)}
     adapter = ArchitectureAdapter(model)
     heads = [(layer, head) for layer in range(adapter.shape.n_layers) for head in (0, 1)]
     for group in (Group.VALUE_FETCHER, Group.STRUCTURE_READER):
         circuit = Circuit.of({group.value: heads})
-        run = (model, adapter, circuit, group, Desideratum.POSITION, data, config)
-        full = train_mask(*run, _full_pass=True)
-        _assert_same_training(full, train_mask(*run))
+        run = (model, adapter, circuit, group, Desideratum.POSITION, data[Desideratum.POSITION], config)
+        _assert_same_training(train_mask(*run, _full_pass=True), train_mask(*run))
     monkeypatch.setattr(masking, "PREFIX_GROUPS", default)
     assert Group.STRUCTURE_READER not in default
-    _assert_same_training(full, train_mask(*run))
+    upper = Circuit.of({Group.STRUCTURE_READER.value: [h for h in heads if h[0] >= 1]})
+    together = train_masks(model, adapter, upper, Group.STRUCTURE_READER, data, config)
+    for desideratum, pairs in data.items():
+        alone = train_mask(
+            model, adapter, upper, Group.STRUCTURE_READER, desideratum, pairs, config, _full_pass=True
+        )
+        _assert_same_training(alone, together[desideratum])
 
 
 def test_cached_patch_refuses_rows_out_of_order(setup):
@@ -269,11 +278,13 @@ class _CountedRuns(prefix_module.PrefixRuns):
 def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_own_result(
     setup, monkeypatch
 ):
-    """run_dcm captures every group's counterfactual heads in one pass per split, and prefills each split's
-    clean prompts once per site for all groups and desiderata; each mask must be what training that group
-    alone (its own counterfactual passes and prefixes) gives, exactly. Four groups with overlapping heads:
-    two read at the last token, one at the query label (cached prefixes) and one with the full pass, over
-    two desiderata whose counterfactuals differ and whose clean prompts are equal (separate tensors)."""
+    """run_dcm captures every group's counterfactual heads in one pass per split, prefills each split's
+    clean prompts once per site for all groups and desiderata, and trains a group's masks of both
+    desiderata together; each mask must be what training it alone (its own counterfactual passes and
+    prefixes) gives: the same heads, checkpoints and decisions, masks up to float rounding. Four groups with
+    overlapping heads: two read at the last token, one at the query label and one at the query label's
+    earlier occurrence (one prefix per site), over two desiderata whose counterfactuals differ and whose
+    clean prompts are equal (separate tensors)."""
     model, adapter, tokenizer, data = setup
     circuit = Circuit.of(
         {
@@ -292,8 +303,8 @@ def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_
     monkeypatch.setattr(prefix_module, "PrefixRuns", _CountedRuns)
     run = run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False)
     used = used_splits(data, config)
-    sites = sum(len(used[name].clean.query_label_earlier_pos.unique()) for name in ("validation", "test"))
-    assert sites > 2  # the structure readers' rows are scored over one prefix per site
+    sites = sum(len(used[name].clean.query_label_earlier_pos.unique()) for name in used)
+    assert sites > 3  # the structure readers' rows are trained and scored over one prefix per site
     # (last token, query label) x (train, validation, test), and the structure readers' per-site prefixes
     assert _CountedRuns.built == 2 * 3 + sites
     prefixed = (GROUP, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR)
@@ -304,7 +315,9 @@ def test_a_run_over_groups_that_shares_counterfactual_runs_gives_each_group_its_
     ]
     built = 2 * 3 + sites + (len(prefixed) * 3 + sites) * len(both)  # alone: each mask its own
     assert _CountedRuns.built == built
-    assert run.results == tuple(alone)
+    assert [(r.group, r.desideratum) for r in run.results] == [(r.group, r.desideratum) for r in alone]
+    for together, by_itself in zip(run.results, alone, strict=True):  # trained together: float rounding
+        _assert_same_training(by_itself, together)
     assert any(result.heads for result in alone)  # not eight empty selections
     monkeypatch.setattr(prefix_module, "STORE_BYTES", 0)  # shared runs that each recompute their prefix
     assert run_dcm(ModelUnderStudy(model, adapter), circuit, both, config, progress=False) == run

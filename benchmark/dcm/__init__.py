@@ -1,15 +1,7 @@
 """DCM, desiderata-based component masking (SPEC section 6): which heads of a group carry object, position
 or label, per model, and how two models' selections overlap."""
 
-from benchmark.dcm.masking import (
-    Checkpoint,
-    DCMConfig,
-    DCMData,
-    DCMResult,
-    check_sizes,
-    dcm_data,
-    train_mask,
-)
+from benchmark.dcm.masking import Checkpoint, DCMConfig, DCMResult, train_mask, train_masks
 from benchmark.dcm.overlap import (
     DCMRun,
     build_dcm_data,
@@ -18,6 +10,7 @@ from benchmark.dcm.overlap import (
     run_dcm,
     transfer_accuracies,
 )
+from benchmark.dcm.pairs import DCMData, check_sizes, dcm_data
 from benchmark.dcm.patching import EmptyGroupError, group_heads, patch_result
 
 __all__ = [
@@ -36,5 +29,6 @@ __all__ = [
     "resolve_groups",
     "run_dcm",
     "train_mask",
+    "train_masks",
     "transfer_accuracies",
 ]

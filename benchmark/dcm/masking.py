@@ -29,25 +29,15 @@ from tqdm.auto import tqdm
 from benchmark.accuracy import forward_last
 from benchmark.circuit import Circuit, Group, Head
 from benchmark.circuit_run import group_positions
-from benchmark.data import (
-    Desideratum,
-    EncodedPairs,
-    EncodedPrompts,
-    Split,
-    Vocabulary,
-    build_pairs,
-    check_vocabulary,
-    encode_examples,
-    encode_pairs,
-    generate_split,
-)
+from benchmark.data import Desideratum, EncodedPairs
+from benchmark.dcm.pairs import DCMData, used_splits
 from benchmark.dcm.patching import (
     SplitCaches,
     counterfactual_cache,
     group_heads,
     patch_result,
 )
-from benchmark.dcm.prefix import PrefixRuns, PrefixStore, mask_loss, mixing_edit
+from benchmark.dcm.prefix import PrefixRuns, PrefixStore, RunsBySite, mask_loss, mixing_edit, target_logits
 from benchmark.head_cache import site_mask
 from benchmark.hooks import edit_head_outputs
 from benchmark.kinds import outcome_text
@@ -56,22 +46,12 @@ from benchmark.models.study import ModelUnderStudy, model_device
 from benchmark.records import DCMMask
 from benchmark.settings import DCMConfig
 
-# Groups trained and validated on a cached prefix (`benchmark.dcm.prefix`). It is exact for every group (one
-# site per row), but structure readers are read at the query label's occurrence inside the context, which
-# moves with the queried box: a batch's shared prefix ends at its earliest row's site, near the start of the
-# prompt, so almost everything is recomputed anyway (benchmarks/dcm_speed.py measured 0.97x; splitting each
-# batch by site instead gave 1.06x, many small runs). They train with the full pass, and are validated and
-# tested over one cached prefix per site (`RunsBySite`), where batches need not mix sites.
+# Groups read at the same position in every row: trained, validated and tested over one cached prefix
+# (`benchmark.dcm.prefix`). Structure readers are read at the query label's occurrence inside the context,
+# which moves with the queried box: one prefix from the earliest row's site would end near the start of the
+# prompt and recompute almost everything (benchmarks/dcm_speed.py measured 0.97x), so they run over one
+# cached prefix per site (`RunsBySite`), a training batch as one small run per site it holds.
 PREFIX_GROUPS = frozenset({Group.VALUE_FETCHER, Group.POSITION_TRANSMITTER, Group.POSITION_DETECTOR})
-
-
-@dataclass(frozen=True)
-class DCMData:
-    """Encoded counterfactual pairs of one desideratum for training, model selection and the report."""
-
-    train: EncodedPairs
-    validation: EncodedPairs
-    test: EncodedPairs
 
 
 @dataclass(frozen=True)
@@ -118,62 +98,6 @@ class DCMResult:
         )
 
 
-def dcm_splits(vocabulary: Vocabulary, config: DCMConfig = DCMConfig()) -> dict[str, Split]:
-    """The train / validation / test splits DCM draws its clean prompts from (also recorded in results)."""
-    return {
-        name: generate_split(
-            config.n_boxes, name, size, config.data_seed, vocabulary.objects, vocabulary.labels
-        )
-        for name, size in config.sizes().items()
-    }
-
-
-def dcm_data(
-    tokenizer,
-    desideratum: Desideratum,
-    config: DCMConfig = DCMConfig(),
-    splits: Mapping[str, Split] | None = None,
-    clean: Mapping[str, EncodedPrompts] | None = None,
-) -> DCMData:
-    """Encode the three DCM splits of `desideratum` (default: `dcm_splits` of the words the tokenizer
-    keeps; a scoring run passes the splits it already built and records). `clean`: `clean_prompts` of
-    these splits, where several desiderata share them (`build_dcm_data`)."""
-    if splits is None:
-        splits = dcm_splits(check_vocabulary(tokenizer, config.n_boxes), config)
-    sizes, clean = config.sizes(), clean or {}
-    parts = {
-        name: encode_pairs(
-            tokenizer, build_pairs(split, desideratum, config.data_seed)[: sizes[name]], clean.get(name)
-        )
-        for name, split in splits.items()
-    }
-    return DCMData(**parts)
-
-
-def clean_prompts(tokenizer, splits: Mapping[str, Split], config: DCMConfig) -> dict[str, EncodedPrompts]:
-    """The clean side of every desideratum's pairs of each split, encoded once: `build_pairs` pairs the
-    split's rows in order, whatever the desideratum, so only the counterfactuals differ between them."""
-    sizes = config.sizes()
-    return {name: encode_examples(tokenizer, split.examples[: sizes[name]]) for name, split in splits.items()}
-
-
-def used_splits(data: DCMData, config: DCMConfig) -> dict[str, EncodedPairs]:
-    """The rows of each split a mask is trained, validated and tested on (the first n of each)."""
-    check_sizes(data, config)
-    return {name: getattr(data, name).select(slice(0, size)) for name, size in config.sizes().items()}
-
-
-def check_sizes(data: DCMData, config: DCMConfig) -> None:
-    """Raise if a split holds fewer pairs than the config asks for (naming what is needed)."""
-    have = {name: len(getattr(data, name)) for name in config.sizes()}
-    short = [name for name, size in config.sizes().items() if have[name] < size]
-    if short:
-        raise ValueError(
-            f"too few prompts for the DCM splits: need {config.sizes()} pairs (train / validation / test), "
-            f"got {have}; build more pairs or lower n_train / n_validation / n_test in DCMConfig"
-        )
-
-
 @contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
     """Turn off gradients of every weight for the block, restoring each flag after."""
@@ -190,13 +114,13 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 def training_step(model, adapter, heads, group, pairs: EncodedPairs, cf: torch.Tensor, mask, config):
     """Loss -mean(target logit) + lambda * sum(1 - m) of one batch, with gradients reaching only the mask.
 
-    The full pass (every token, every layer), kept as the reference for `PrefixRuns.loss`."""
+    The full pass (every token, every layer), kept as the reference for `PrefixRuns.target_logits`."""
     layers = sorted({layer for layer, _ in heads})
     positions = group_positions(group, pairs.clean)[:, None]  # [batch, 1]
     edit = mixing_edit(heads, layers, mask, cf)
     with edit_head_outputs(adapter, edit, positions, layers):
         logits = forward_last(model, pairs.clean.input_ids.to(model_device(model)))  # [batch, vocab]
-    return mask_loss(logits, pairs.target_ids, mask, config.sparsity)
+    return mask_loss(target_logits(logits, pairs.target_ids[:, None]), mask[None], config.sparsity)
 
 
 def _rounded(heads: Sequence[Head], mask: torch.Tensor) -> tuple[Head, ...]:
@@ -250,58 +174,88 @@ def _schedule(config: DCMConfig) -> Iterator[tuple[int, torch.Tensor, bool]]:
             yield step, order[start : start + config.batch_size], due or step == total
 
 
-def prefix_runs(store: PrefixStore, group: Group, pairs: EncodedPairs, training: bool = False):
-    """The cached prefix of `pairs`' clean prompts before the group's site, from `store`: `PrefixRuns` for
-    `PREFIX_GROUPS`; for the others `RunsBySite` to score on, and None (the full pass) to train on."""
+def prefix_runs(store: PrefixStore, group: Group, pairs: EncodedPairs) -> PrefixRuns | RunsBySite:
+    """The cached prefix of `pairs`' clean prompts before the group's site, from `store`: one `PrefixRuns`
+    from the earliest site for `PREFIX_GROUPS`, one per site (`RunsBySite`) for structure readers."""
     sites = group_positions(group, pairs.clean)  # [rows]
-    if group in PREFIX_GROUPS:
-        return store.get(pairs.clean.input_ids, sites)
-    return None if training else store.get(pairs.clean.input_ids, sites, by_site=True)
+    return store.get(pairs.clean.input_ids, sites, by_site=group not in PREFIX_GROUPS)
 
 
 def _prefix_runs(model, adapter, group, splits, config, prefixes) -> dict:
-    """The cached prefix of each split's prompts before the group's site: from `prefixes` (a `PrefixStore`
-    per split, shared with the other masks), or built for this mask alone."""
+    """The cached prefix of each split's prompts before the group's site, from `prefixes` (a `PrefixStore`
+    per split, shared with the other masks)."""
     runs, batch = {}, config.eval_batch_size
     for name in splits:
-        store = (prefixes or {}).get(name) or PrefixStore(ModelUnderStudy(model, adapter), batch)
+        store = prefixes[name]
         if store.study.model is not model or store.batch_size != batch:
             raise ValueError("a shared PrefixStore must be of the model trained, at config.eval_batch_size")
-        runs[name] = prefix_runs(store, group, splits[name], training=name == "train")
+        runs[name] = prefix_runs(store, group, splits[name])
     return runs
 
 
-def _loss_function(model, adapter, heads, group, train: EncodedPairs, config, runs: PrefixRuns | None):
-    """loss(rows, cf, mask) of a training batch: the full pass (no `runs`), or the suffix over the cached
-    prefix of `runs`."""
+def _shared_runs(model, adapter, group, splits: Mapping, config, prefixes, full_pass: bool) -> dict:
+    """Per split name, the runs every desideratum's mask is trained or scored over: one cached prefix for
+    all (their clean prompts must be the same rows: checked), or None for the full pass. Without
+    `prefixes`, these masks alone prefill their own."""
+    names = tuple(config.sizes())
+    if full_pass:
+        return dict.fromkeys(names)
+    study = ModelUnderStudy(model, adapter)
+    prefixes = prefixes or {name: PrefixStore(study, config.eval_batch_size) for name in names}
+    every = [_prefix_runs(model, adapter, group, pairs, config, prefixes) for pairs in splits.values()]
+    if any(runs[name] is not every[0][name] for runs in every for name in names):
+        raise ValueError("masks trained together must share their clean prompts: train each alone")
+    return every[0]
+
+
+def _loss_function(model, adapter, heads, group, trains: Sequence[EncodedPairs], config, runs):
+    """loss(rows, cf, masks) of a training batch, with cf [batch, k, head, d] and masks [k, head] of k
+    desiderata: the full pass (no `runs`; one mask), or the suffix over the cached prefix of `runs`, every
+    mask in the same runs."""
     if runs is None:
-        return lambda rows, cf, mask: training_step(
-            model, adapter, heads, group, train.select(rows), cf, mask, config
+        (train,) = trains
+        return lambda rows, cf, masks: training_step(
+            model, adapter, heads, group, train.select(rows), cf[:, 0], masks[0], config
         )
-    return lambda rows, cf, mask: runs.loss(rows, heads, cf, mask, train.target_ids, config.sparsity)
+    targets = torch.stack([train.target_ids for train in trains], 1)  # [rows, k]
+    return lambda rows, cf, masks: mask_loss(
+        runs.target_logits(rows, heads, cf, masks, targets), masks, config.sparsity
+    )
 
 
-def _train(model, adapter, heads, group, train: EncodedPairs, validate, config, progress, runs, cache):
-    """Adam on the mask, clamped to [0, 1] after each step; validates the rounded mask on schedule."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
+def _counterfactual(model, adapter, heads, group, train: EncodedPairs, config, cache) -> torch.Tensor:
+    """The training pairs' counterfactual heads [rows, head, d], as a normal tensor (a cache holds
+    inference tensors); from `cache` where the caller has it."""
     if cache is None:
         cache = counterfactual_cache(model, adapter, heads, group, train, config.eval_batch_size)
-    cf_train = cache.values.clone()  # [rows, head, d]; a normal tensor (the cache is an inference tensor)
-    loss_of = _loss_function(model, adapter, heads, group, train, config, runs)
-    mask = torch.full((len(heads),), config.mask_init, device=model_device(model), requires_grad=True)
-    optimizer = torch.optim.Adam([mask], lr=config.learning_rate)
-    steps, moved = list(_schedule(config)), False
+    return cache.values.clone()
+
+
+def _train(model, adapter, heads, group, trains, validators, config, progress, runs, caches) -> list[bool]:
+    """Adam on each desideratum's mask, clamped to [0, 1] after each step; validates each rounded mask on
+    schedule. The masks train together, one loss the sum of theirs: each gets the gradient of its own loss
+    and an Adam of its own, so each is what training it alone gives. Returns whether each mask ever moved."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("DCM trains a mask by gradient descent: do not run it under torch.inference_mode")
+    args = (model, adapter, heads, group)
+    cf = torch.stack([_counterfactual(*args, t, config, c) for t, c in zip(trains, caches, strict=True)], 1)
+    loss_of = _loss_function(*args, trains, config, runs)
+    device = model_device(model)
+    masks = [torch.full((len(heads),), config.mask_init, device=device, requires_grad=True) for _ in trains]
+    optimizers = [torch.optim.Adam([mask], lr=config.learning_rate) for mask in masks]
+    steps, moved = list(_schedule(config)), [False] * len(masks)
     with frozen(model), torch.enable_grad():
         for step, rows, due in tqdm(steps, desc="dcm", unit="step", disable=not progress, leave=False):
-            loss = loss_of(rows, cf_train[rows], mask)  # cf: [batch, head, d]
-            optimizer.zero_grad()
+            loss = loss_of(rows, cf[rows], torch.stack(masks))  # cf: [batch, k, head, d]
+            for optimizer in optimizers:
+                optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                mask.clamp_(0.0, 1.0)
-                moved = moved or bool((mask < 1.0).any())
-            if due:
+            for j, (optimizer, mask) in enumerate(zip(optimizers, masks, strict=True)):
+                optimizer.step()
+                with torch.no_grad():
+                    mask.clamp_(0.0, 1.0)
+                    moved[j] = moved[j] or bool((mask < 1.0).any())
+            for mask, validate in zip(masks, validators, strict=True) if due else ():
                 validate(step, _rounded(heads, mask), mask.detach())
     return moved
 
@@ -352,34 +306,81 @@ def train_mask(
 ) -> DCMResult:
     """Train the group's mask on `data.train`, keep the best rounded mask on validation, report on test.
 
-    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. For the groups
-    in `PREFIX_GROUPS`, training, validation and the test report recompute only the tokens from the group's
-    site on (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
+    Shuffling uses a torch generator seeded with `config.seed`, so one seed gives one result. Training,
+    validation and the test report recompute only the tokens from the group's site on
+    (`benchmark.dcm.prefix`); `_full_pass` runs every token instead, the reference path the tests and
     `benchmarks/dcm_speed.py` compare with. `caches`: `counterfactual_caches` of the used rows of each split
     (`used_splits`), when the caller shares them between groups. `prefixes`: a `PrefixStore` of the model
     per split ("train", "validation", "test"), when the caller shares cached prefixes between masks (by
     default each mask prefills its own).
     """
-    heads = group_heads(circuit, group)
-    splits = used_splits(data, config)
-    train, validation, test = splits.values()
-    own = {name: (caches or {}).get(name, {}).get(group) for name in splits}
-    if _full_pass:
-        runs = dict.fromkeys(splits)  # None: the full pass
-    else:
-        runs = _prefix_runs(model, adapter, group, splits, config, prefixes)
-    batch = config.eval_batch_size
-    validate = _Validator(
-        model, adapter, heads, group, validation, batch, runs["validation"], own["validation"]
+    shared = None if caches is None else {Desideratum(desideratum): caches}
+    run = (model, adapter, circuit, group, {Desideratum(desideratum): data}, config, progress, _full_pass)
+    return train_masks(*run, shared, prefixes)[Desideratum(desideratum)]
+
+
+def train_masks(
+    model,
+    adapter: ArchitectureAdapter,
+    circuit: Circuit,
+    group: Group,
+    data: Mapping[Desideratum, DCMData],
+    config: DCMConfig = DCMConfig(),
+    progress: bool = False,
+    _full_pass: bool = False,
+    caches: Mapping[Desideratum, SplitCaches] | None = None,
+    prefixes: Mapping[str, PrefixStore] | None = None,
+) -> dict[Desideratum, DCMResult]:
+    """`train_mask` of the group for every desideratum of `data`, the masks trained together: the same
+    clean prompts, sites and shuffling, so each batch runs once for all of them (below the group's lowest
+    layer one row per prompt, `benchmark.dcm.prefix`), and each mask comes out as trained alone. With
+    `_full_pass` each mask trains alone. `caches`: per desideratum, as `train_mask` takes them."""
+    chosen, caches = [Desideratum(d) for d in data], caches or {}
+    if _full_pass and len(chosen) > 1:
+        return {
+            d: train_mask(model, adapter, circuit, group, d, data[d], config, progress, True) for d in chosen
+        }
+    heads, batch = group_heads(circuit, group), config.eval_batch_size
+    splits = {d: used_splits(data[d], config) for d in chosen}
+    own = {d: {name: caches.get(d, {}).get(name, {}).get(group) for name in config.sizes()} for d in chosen}
+    runs = _shared_runs(model, adapter, group, splits, config, prefixes, _full_pass)
+    validators = [
+        _Validator(
+            model,
+            adapter,
+            heads,
+            group,
+            splits[d]["validation"],
+            batch,
+            runs["validation"],
+            own[d]["validation"],
+        )
+        for d in chosen
+    ]
+    trains, train_caches = [splits[d]["train"] for d in chosen], [own[d]["train"] for d in chosen]
+    moved = _train(
+        model, adapter, heads, group, trains, validators, config, progress, runs["train"], train_caches
     )
-    trained = _train(
-        model, adapter, heads, group, train, validate, config, progress, runs["train"], own["train"]
-    )
-    if not trained:
-        search_rounded(heads, validate, validate.history[-1].step)
-    searched = not trained
+    results = {}
+    for d, validate, trained in zip(chosen, validators, moved, strict=True):
+        if not trained:
+            search_rounded(heads, validate, validate.history[-1].step)
+        test = (splits[d]["test"], batch, runs["test"], own[d]["test"])
+        results[d] = _result(
+            group,
+            d,
+            heads,
+            validate,
+            not trained,
+            config,
+            patched_decisions(model, adapter, validate.best[0].heads, group, *test),
+        )
+    return results
+
+
+def _result(group, desideratum, heads, validate: _Validator, searched: bool, config, tested) -> DCMResult:
+    """The mask's result: its best checkpoint on validation and that head set's test decisions `tested`."""
     best, best_mask = validate.best
-    tested = patched_decisions(model, adapter, best.heads, group, test, batch, runs["test"], own["test"])
     return DCMResult(
         group=group,
         desideratum=Desideratum(desideratum),

@@ -13,18 +13,8 @@ from tqdm.auto import tqdm
 
 from benchmark.circuit import GROUPS, Circuit, Group, head_iou
 from benchmark.data import DCM_DESIDERATA, Desideratum, Split, check_vocabulary
-from benchmark.dcm.masking import (
-    DCMConfig,
-    DCMData,
-    DCMResult,
-    clean_prompts,
-    dcm_data,
-    dcm_splits,
-    patched_decisions,
-    prefix_runs,
-    train_mask,
-    used_splits,
-)
+from benchmark.dcm.masking import DCMConfig, DCMResult, patched_decisions, prefix_runs, train_masks
+from benchmark.dcm.pairs import DCMData, clean_prompts, dcm_data, dcm_splits, used_splits
 from benchmark.dcm.patching import EmptyGroupError, counterfactual_caches
 from benchmark.dcm.prefix import PrefixStore
 from benchmark.models import ModelUnderStudy
@@ -96,26 +86,26 @@ def run_dcm(
 ) -> DCMRun:
     """Train a DCM mask for every (group, desideratum of `data`), with a progress bar over the masks. The
     counterfactual runs of a desideratum are shared by its groups: one pass per split captures every
-    group's heads (`counterfactual_caches`). The cached clean prefixes are shared by every mask of a split
-    that reads the same prompts at the same sites (`PrefixStore`): groups read at one site, and desiderata,
-    whose clean prompts are the split's same rows."""
+    group's heads (`counterfactual_caches`). A group's masks of every desideratum train together
+    (`train_masks`: one batch runs once for all of them), and the cached clean prefixes are shared by every
+    mask of a split that reads the same prompts at the same sites (`PrefixStore`): groups read at one site,
+    and desiderata, whose clean prompts are the split's same rows."""
     config = config or DCMConfig()
     chosen, skipped = resolve_groups(circuit, groups)
-    model, adapter, results = study.model, study.adapter, {}
-    prefixes = {name: PrefixStore(study, config.eval_batch_size) for name in config.sizes()}
-    bar = tqdm(total=len(chosen) * len(data), desc="dcm", unit="mask", disable=not progress)
-    for desideratum in map(Desideratum, data):
-        splits = used_splits(data[desideratum], config)
-        caches = {
-            name: counterfactual_caches(model, adapter, circuit, pairs, config.eval_batch_size)
-            for name, pairs in splits.items()
+    model, adapter, batch, results = study.model, study.adapter, config.eval_batch_size, {}
+    prefixes = {name: PrefixStore(study, batch) for name in config.sizes()}
+    caches = {
+        Desideratum(d): {
+            name: counterfactual_caches(model, adapter, circuit, pairs, batch)
+            for name, pairs in used_splits(data[d], config).items()
         }
-        shared = {"caches": caches, "prefixes": prefixes}  # what the masks of this desideratum share
-        for group in chosen:
-            results[group, desideratum] = train_mask(
-                model, adapter, circuit, group, desideratum, data[desideratum], config, **shared
-            )
-            bar.update()
+        for d in data
+    }
+    bar = tqdm(total=len(chosen) * len(data), desc="dcm", unit="mask", disable=not progress)
+    for group in chosen:
+        masks = train_masks(model, adapter, circuit, group, data, config, caches=caches, prefixes=prefixes)
+        results.update({(group, desideratum): result for desideratum, result in masks.items()})
+        bar.update(len(masks))
     bar.close()
     ordered = tuple(results[group, Desideratum(d)] for group in chosen for d in data)  # group-major
     return DCMRun(config, ordered, skipped)

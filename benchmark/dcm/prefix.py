@@ -6,10 +6,15 @@ occurrence for structure readers). Attention is causal, so every token before th
 of rows, in every layer, is the same whatever the mask is. `PrefixRuns` runs that prefix once without
 gradients and keeps its key-value cache; each training step or validation then runs only the suffix (the
 tokens from the earliest site on) over the cached prefix, with gradients reaching the mask through the
-suffix alone. This is exact for every group, since each has exactly one site per row; where sites differ
-between rows (structure readers) the prefix ends at the earliest one, so later rows recompute a few tokens
-more than they need and the saving is smaller. The mask itself is the same site edit as the full pass
-(`mixing_edit`), a plain hook on the unmodified output projection.
+suffix alone. This is exact for every group, since each has exactly one site per row. Where sites differ
+between rows (structure readers, read inside the context at the queried box's label) `RunsBySite` keeps
+one prefix per site, so that each row recomputes only the tokens from its own site on. The mask itself is
+the same site edit as the full pass (`mixing_edit`), a plain hook on the unmodified output projection.
+
+The masks of several desiderata of one group train together (`masking.train_masks`): their clean prompts
+and sites are the same rows, only the counterfactual heads and the targets differ. A batch then runs each
+prompt once below the group's lowest layer, where nothing differs, and fans out into one row per mask from
+there (`hooks.expand_rows`); each mask's gradient comes from its own rows alone, as if trained by itself.
 
 The cache is kept across calls (training epochs, every validated head set) while it fits `STORE_BYTES`;
 above that each call recomputes its rows' prefix, which still saves the backward pass through it. Nothing in
@@ -22,38 +27,50 @@ prompts are the split's same rows).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 
 from benchmark.accuracy import forward_last
 from benchmark.circuit import Head
-from benchmark.hooks import edit_head_outputs
+from benchmark.hooks import edit_head_outputs, expand_rows
 from benchmark.models.study import ModelUnderStudy
 
 # Largest prefix cache (keys and values of all layers, all rows) kept across calls, in bytes.
 STORE_BYTES = 1 << 30
 
 
-def mixing_edit(heads: Sequence[Head], layers: Sequence[int], mask: torch.Tensor, cf: torch.Tensor):
-    """Site edit m * clean + (1 - m) * cf for the masked heads; cf is [batch, n, d] in `heads` order."""
+def mixing_edit(heads: Sequence[Head], layers: Sequence[int], masks: torch.Tensor, cf: torch.Tensor):
+    """Site edit m * clean + (1 - m) * cf for the masked heads, of k masks `masks` [k, n] (or one, [n]) at
+    once: row i * k + j is prompt i under mask j; cf is [rows, n, d] in `heads` order."""
     slots = {layer: [i for i, (l_, _) in enumerate(heads) if l_ == layer] for layer in layers}
     columns = {layer: [heads[i][1] for i in slots[layer]] for layer in layers}
+    masks = masks if masks.dim() == 2 else masks[None]
+    k = len(masks)
 
-    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:  # sites [batch, 1, head, d]
+    def edit(sites: torch.Tensor, index: int) -> torch.Tensor:  # sites [rows, 1, head, d]
         layer = layers[index]
-        m = mask[slots[layer]].to(sites.dtype)[None, None, :, None]  # [1, 1, k, 1]
-        other = cf[:, None, slots[layer]].to(sites.device, sites.dtype)  # [batch, 1, k, d]
+        m = masks[:, slots[layer]].to(sites.dtype)[None, :, None, :, None]  # [1, k, 1, n_layer, 1]
+        own = sites[:, :, columns[layer]].unflatten(0, (-1, k))  # [prompt, k, 1, n_layer, d]
+        other = cf[:, None, slots[layer]].to(sites.device, sites.dtype).unflatten(0, (-1, k))
         out = sites.clone()
-        out[:, :, columns[layer]] = m * sites[:, :, columns[layer]] + (1 - m) * other
+        out[:, :, columns[layer]] = (m * own + (1 - m) * other).flatten(0, 1)
         return out
 
     return edit
 
 
-def mask_loss(logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor, sparsity: float):
-    """-mean(target logit) + sparsity * sum(1 - m), from last-position logits [batch, vocab]."""
-    target = logits.float().gather(1, target_ids[:, None].to(logits.device))[:, 0]  # [batch]
-    return -target.mean() + sparsity * (1 - mask).sum()
+def mask_loss(target_logits: torch.Tensor, masks: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """The sum over masks of -mean(target logit) + sparsity * sum(1 - m), from each row's target logit under
+    each mask [batch, k] and the masks [k, n]: mask j's gradient is that of its own loss alone."""
+    return (-target_logits.mean(0) + sparsity * (1 - masks).sum(1)).sum()
+
+
+def target_logits(logits: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's target logit, [batch, k], from last-position logits [batch * k, vocab] (row i * k + j:
+    prompt i under mask j) and the target ids [batch, k]."""
+    flat = target_ids.reshape(-1, 1).to(logits.device)  # [batch * k, 1]
+    return logits.float().gather(1, flat).view(target_ids.shape)
 
 
 def _layers(heads: Sequence[Head]) -> list[int]:
@@ -123,20 +140,31 @@ class PrefixRuns(_Rows):
         picked = [(k[rows.to(k.device)], v[rows.to(v.device)], *rest) for k, v, *rest in self.entries]
         return self.study.cache_of(picked)  # per layer [batch, kv, start, d], each on its layer's device
 
-    def logits(self, rows: torch.Tensor, edit, layers: Sequence[int]) -> torch.Tensor:
-        """Last-position logits [batch, vocab] of `rows` [batch] with `edit` at their sites in `layers`."""
+    def logits(self, rows: torch.Tensor, edit, layers: Sequence[int], k: int = 1) -> torch.Tensor:
+        """Last-position logits [batch * k, vocab] of `rows` [batch] with `edit` at their sites in `layers`;
+        each row fans out into k (row i * k + j) from the lowest of `layers` on: below it they are equal."""
         ids = self.input_ids[rows].to(self.study.device)  # [batch, pos]
         cache = self._cache(rows) if self.start > 0 else None  # before the hooks: the prefix is unedited
-        with edit_head_outputs(self.study.adapter, edit, self.sites[rows], layers):
+        fan = nullcontext()
+        if k > 1:
+            fan = expand_rows(
+                self.study.adapter, layers[0], torch.arange(len(rows)).repeat_interleave(k), len(rows)
+            )
+            if cache is not None:
+                self.study.repeat_cached_rows(cache, k, layers[0])
+        sites = self.sites[rows].repeat_interleave(k, 0)  # [batch * k, 1]
+        with fan, edit_head_outputs(self.study.adapter, edit, sites, layers):
             if cache is None:  # the site is the first token: nothing to cache
                 return forward_last(self.study.model, ids)
             return self.study.extend(ids[:, self.start :], cache, last_only=True)[:, -1]
 
-    def loss(self, rows: torch.Tensor, heads, cf: torch.Tensor, mask: torch.Tensor, targets, sparsity: float):
-        """The DCM loss of `rows` [batch] with cf [batch, head, d] mixed in by `mask` [head] (with grad), for
-        the target ids `targets` [rows] of every row."""
-        logits = self.logits(rows, mixing_edit(heads, _layers(heads), mask, cf), _layers(heads))
-        return mask_loss(logits, targets[rows], mask, sparsity)
+    def target_logits(self, rows: torch.Tensor, heads, cf: torch.Tensor, masks: torch.Tensor, targets):
+        """Target logit [batch, k] of `rows` [batch] under each of k masks `masks` [k, head] (with grad),
+        mixing in each mask's counterfactual heads cf [batch, k, head, d]; `targets` [rows, k] are the
+        target ids of every row of the split, per mask."""
+        layers, k = _layers(heads), len(masks)
+        logits = self.logits(rows, mixing_edit(heads, layers, masks, cf.flatten(0, 1)), layers, k)
+        return target_logits(logits, targets[rows])
 
     @torch.inference_mode()
     def decisions(
@@ -147,7 +175,7 @@ class PrefixRuns(_Rows):
         zeros = torch.zeros(len(heads), device=self.study.device)  # m = 0: the counterfactual value
         correct = []
         for rows in torch.arange(len(self.input_ids)).split(batch_size):
-            edit = mixing_edit(heads, _layers(heads), zeros, cf[rows])
+            edit = mixing_edit(heads, _layers(heads), zeros, cf[rows])  # one mask: k = 1
             predicted = self.logits(rows, edit, _layers(heads)).argmax(-1).cpu()
             correct.append(predicted == targets[rows])
         return torch.cat(correct)
@@ -156,17 +184,33 @@ class PrefixRuns(_Rows):
 class RunsBySite(_Rows):
     """Rows whose sites differ (structure readers, read at the query label's earlier occurrence, which moves
     with the queried box): one `PrefixRuns` per distinct site, so that each row recomputes only the tokens
-    from its own site on, and decisions come back in row order. The per-site caches share one `STORE_BYTES`.
-    For scoring (validation, test); training keeps the full pass, since a training batch mixes sites and
-    splitting it into a small run per site was no faster (1.06x, see `masking.PREFIX_GROUPS`)."""
+    from its own site on; target logits and decisions come back in row order. The per-site caches share one
+    `STORE_BYTES`. A training batch mixes sites, so it runs as one small run per site it holds: alone, one
+    mask's batch of 8 split so was no faster (1.06x); with the masks of every desideratum in each run
+    (`masking.train_masks`) the runs are as many rows again per mask."""
 
     def __init__(self, study: ModelUnderStudy, input_ids: torch.Tensor, sites: torch.Tensor, batch_size: int):
         self.input_ids, self.positions = input_ids, sites
         self.parts = []  # (rows [n], their runs)
+        self.local = torch.empty(len(sites), dtype=torch.long)  # each row's index among its site's rows
         for site in sites.unique().tolist():
             rows = (sites == site).nonzero()[:, 0]
             limit = STORE_BYTES * len(rows) // len(sites)
             self.parts.append((rows, PrefixRuns(study, input_ids[rows], sites[rows], batch_size, limit)))
+            self.local[rows] = torch.arange(len(rows))
+
+    def target_logits(self, rows: torch.Tensor, heads, cf: torch.Tensor, masks: torch.Tensor, targets):
+        """`PrefixRuns.target_logits` of the batch `rows` [batch], one run per site among them, [batch, k]
+        in the batch's order."""
+        picked, values = [], []
+        for part, runs in self.parts:
+            where = torch.isin(rows, part).nonzero()[:, 0]  # the batch's rows read at this site
+            if len(where):
+                picked.append(where)
+                values.append(
+                    runs.target_logits(self.local[rows[where]], heads, cf[where], masks, targets[part])
+                )
+        return torch.cat(values)[torch.cat(picked).argsort()]
 
     def decisions(self, heads, cf: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
         """`PrefixRuns.decisions` of every site's rows, in row order: [rows] bool."""

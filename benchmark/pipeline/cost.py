@@ -238,33 +238,33 @@ def _dcm_rows(c: Inputs) -> tuple[int, int]:
 
 def _dcm_start(c: Inputs, group: Group) -> int:
     """The first token a mask's runs recompute: its group's site for `PREFIX_GROUPS`; for structure readers,
-    scored over one prefix per site (`RunsBySite`), the context's middle box label (`reader_start`)."""
+    trained and scored over one prefix per site (`RunsBySite`), the context's middle box label
+    (`reader_start`)."""
     return site_position(GROUP_SITE[group], c.n_tokens) if group in PREFIX_GROUPS else reader_start(c)
 
 
 def _dcm_mask(c: Inputs, group: Group) -> Work:
-    """One mask: epochs of forward + backward steps (the suffix from the group's site on, for
-    `PREFIX_GROUPS`; structure readers in full), a validation per epoch and the test run, both over the
-    suffix. The counterfactual runs are the desideratum's and the prefix stores the run's (`_dcm`)."""
+    """One mask: epochs of forward + backward steps, a validation per epoch and the test run, all over the
+    suffix from the group's site on. The counterfactual runs are the desideratum's and the prefix stores
+    the run's (`_dcm`). Counted per mask: the masks of a group's desiderata, trained together, also share
+    the layers below the group's lowest head, which is not counted (an upper bound)."""
     d, (trained, validated) = c.settings.dcm, _dcm_rows(c)
     start = _dcm_start(c, group)
-    scored = Work((Pass(validated + d.n_test, c.n_tokens - start, d.eval_batch_size, start),))
-    if group not in PREFIX_GROUPS:
-        return scored + Work((c.full(trained, d.batch_size, backward=True),))
-    return scored + Work((Pass(trained, c.n_tokens - start, d.batch_size, start, backward=True),))
+    scored = Pass(validated + d.n_test, c.n_tokens - start, d.eval_batch_size, start)
+    return Work((scored, Pass(trained, c.n_tokens - start, d.batch_size, start, backward=True)))
 
 
 def _dcm_stores(c: Inputs, splits: Sequence[tuple[int, int]], trained: int = 0) -> Work:
     """A `PrefixStore`'s runs: for each first token the groups with heads recompute from (`_dcm_start`), a
     store of each split (rows, rows read by one mask), read by that token's masks of every desideratum (the
-    clean prompts are the split's same rows); the training split (`trained` rows read) only for
-    `PREFIX_GROUPS`. The stored ones are all held until the stage ends."""
+    clean prompts are the split's same rows), the training split's (`trained` rows read) among them. The
+    stored ones are all held until the stage ends."""
     d, work = c.settings.dcm, Work()
     sized = [g for g, size in zip(GROUPS, c.group_sizes, strict=True) if size]
     for start in sorted({_dcm_start(c, g) for g in sized}):
         groups = [g for g in sized if _dcm_start(c, g) == start]
         masks = len(DCM_DESIDERATA) * len(groups)
-        train = ((d.n_train, trained),) if trained and groups[0] in PREFIX_GROUPS else ()
+        train = ((d.n_train, trained),) if trained else ()
         for rows, used in (*train, *splits):
             work += _prefix_store(c, rows, masks * used, start, d.eval_batch_size)
     stored = [b for b in work.buffers if b.name == "DCM prefix store"]

@@ -25,7 +25,7 @@ from benchmark.data import (
     generate_split,
 )
 from benchmark.dcm import dcm_overlap, run_dcm, transfer_accuracies
-from benchmark.dcm.masking import dcm_splits
+from benchmark.dcm.pairs import dcm_splits
 from benchmark.diagnostics import run_diagnostics
 from benchmark.faithfulness import ablation_means, cross_model_faithfulness
 from benchmark.faithfulness_curve import evaluate_faithfulness
