@@ -171,6 +171,12 @@ def expand_rows(
         yield
 
 
+def repeat_rows(adapter: ArchitectureAdapter, from_layer: int, n_inputs: int, k: int):
+    """`expand_rows` from `from_layer` on where each of the n_inputs rows becomes k consecutive rows (row
+    i * k + j: input i's j-th copy), as the path-patching sweep and DCM's joint masks fan out."""
+    return expand_rows(adapter, from_layer, torch.arange(n_inputs).repeat_interleave(k), n_inputs)
+
+
 @dataclass
 class Recording:
     """Values captured during a forward pass; `stack()` gives [batch, site, layer, head, d]."""

@@ -200,8 +200,9 @@ def _shared_runs(model, adapter, group, splits: Mapping, config, prefixes, full_
     names = tuple(config.sizes())
     if full_pass:
         return dict.fromkeys(names)
-    study = ModelUnderStudy(model, adapter)
-    prefixes = prefixes or {name: PrefixStore(study, config.eval_batch_size) for name in names}
+    if prefixes is None:
+        study = ModelUnderStudy(model, adapter)
+        prefixes = {name: PrefixStore(study, config.eval_batch_size) for name in names}
     every = [_prefix_runs(model, adapter, group, pairs, config, prefixes) for pairs in splits.values()]
     if any(runs[name] is not every[0][name] for runs in every for name in names):
         raise ValueError("masks trained together must share their clean prompts: train each alone")

@@ -14,7 +14,7 @@ the same site edit as the full pass (`mixing_edit`), a plain hook on the unmodif
 The masks of several desiderata of one group train together (`masking.train_masks`): their clean prompts
 and sites are the same rows, only the counterfactual heads and the targets differ. A batch then runs each
 prompt once below the group's lowest layer, where nothing differs, and fans out into one row per mask from
-there (`hooks.expand_rows`); each mask's gradient comes from its own rows alone, as if trained by itself.
+there (`hooks.repeat_rows`); each mask's gradient comes from its own rows alone, as if trained by itself.
 
 The cache is kept across calls (training epochs, every validated head set) while it fits `STORE_BYTES`;
 above that each call recomputes its rows' prefix, which still saves the backward pass through it. Nothing in
@@ -33,7 +33,7 @@ import torch
 
 from benchmark.accuracy import forward_last
 from benchmark.circuit import Head
-from benchmark.hooks import edit_head_outputs, expand_rows
+from benchmark.hooks import edit_head_outputs, repeat_rows
 from benchmark.models.study import ModelUnderStudy
 
 # Largest prefix cache (keys and values of all layers, all rows) kept across calls, in bytes.
@@ -147,9 +147,7 @@ class PrefixRuns(_Rows):
         cache = self._cache(rows) if self.start > 0 else None  # before the hooks: the prefix is unedited
         fan = nullcontext()
         if k > 1:
-            fan = expand_rows(
-                self.study.adapter, layers[0], torch.arange(len(rows)).repeat_interleave(k), len(rows)
-            )
+            fan = repeat_rows(self.study.adapter, layers[0], len(rows), k)
             if cache is not None:
                 self.study.repeat_cached_rows(cache, k, layers[0])
         sites = self.sites[rows].repeat_interleave(k, 0)  # [batch * k, 1]

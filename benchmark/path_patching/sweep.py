@@ -34,7 +34,7 @@ from benchmark.circuit import GROUP_SITE, Group, Head, Site
 from benchmark.circuit_run import site_positions
 from benchmark.data import EncodedPairs
 from benchmark.head_cache import capture_heads
-from benchmark.hooks import capture_qkv, edit_head_outputs, expand_rows, patch_qkv, stop_after
+from benchmark.hooks import capture_qkv, edit_head_outputs, patch_qkv, repeat_rows, stop_after
 from benchmark.models import QKV, ArchitectureAdapter, ModelUnderStudy
 from benchmark.models.study import model_device
 
@@ -147,7 +147,7 @@ def _pass1(
     ids = prompts.pairs.clean.input_ids
     token = ids[inputs, prompts.positions[inputs]][:, None].to(model_device(model))
     position_ids = prompts.positions[inputs][:, None].to(token.device)
-    expand = nullcontext() if split is None else _expanded(adapter, split, len(inputs), k)
+    expand = nullcontext() if split is None else repeat_rows(adapter, split, len(inputs), k)
     with edit_head_outputs(adapter, _freeze_and_patch(prompts, prompt_idx, senders, split, k)), expand:
         if stage.receivers is None:
             logits = model(token, position_ids=position_ids, use_cache=False).logits[:, -1]
@@ -157,11 +157,6 @@ def _pass1(
         with capture as recording, stop_after(last):  # nothing above the highest receiver is read
             model(token, position_ids=position_ids, use_cache=False)
     return recording.stack()  # [rows, 1, receiver layer, qkv head, d]
-
-
-def _expanded(adapter: ArchitectureAdapter, split: int, n_inputs: int, k: int):
-    """`hooks.expand_rows` from layer `split`: each of the n_inputs rows becomes k consecutive rows."""
-    return expand_rows(adapter, split, torch.arange(n_inputs).repeat_interleave(k), n_inputs)
 
 
 def receiver_mask(adapter: ArchitectureAdapter, receivers: tuple[Head, ...], kind: QKV):
@@ -233,7 +228,7 @@ class _SuffixRun:
         expand = (
             nullcontext()
             if self.split is None
-            else _expanded(self.study.adapter, self.split, len(self.suffix), self.k)
+            else repeat_rows(self.study.adapter, self.split, len(self.suffix), self.k)
         )
         with context, expand:
             logits = self.study.extend(self.suffix, self.cache)[:, -1]
