@@ -7,6 +7,7 @@ random circuits near 0, DCM and CMAP as each pair's known answer says (`benchmar
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -22,6 +23,7 @@ from benchmark.zoo.planted import (
     build_planted,
     circuit_recovery,
     compile_model,
+    config_fields,
     predicted_box,
 )
 
@@ -55,6 +57,19 @@ def test_each_planted_model_builds_in_seconds_and_loads_back_unchanged(tmp_path,
             want = compiled[name][0](prompts.input_ids).logits[:, -1]
             got = loaded(prompts.input_ids).logits[:, -1]
         torch.testing.assert_close(got, want)
+
+
+def test_a_planted_config_json_has_the_same_bytes_whatever_release_writes_it(tmp_path, monkeypatch):
+    """config.json's SHA-256 is each result's config_sha256: a new release must not change it (5.25.0 did,
+    through the `transformers_version` key that `save_pretrained` writes, and the committed rows failed
+    `etbench verify`)."""
+    import transformers.configuration_utils as configuration
+
+    first = (build_planted("lexical", tmp_path / "a") / "config.json").read_bytes()
+    monkeypatch.setattr(configuration, "__version__", "99.0.0")
+    again = (build_planted("lexical", tmp_path / "b") / "config.json").read_bytes()
+    assert again == first
+    assert json.loads(first) == config_fields(len(compile_model("lexical")[1]))
 
 
 def _attention(model, encoded):

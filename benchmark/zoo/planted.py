@@ -2,7 +2,8 @@
 
 No training: every weight is set so that named heads implement the four groups of SPEC section 4, or a
 lexical mechanism in other heads, beside distractor heads that discovery must reject. The models use the
-suite's own local tokenizer and are saved with `save_pretrained`, so they are scored like any other model.
+suite's own local tokenizer and are saved with `save_pretrained` (config.json: `config_fields`), so they are
+scored like any other model.
 
 The residual stream is a set of named blocks, each holding one centred one-hot code (e_i - 1/k): every
 vector written sums to 0, so LayerNorm never shifts a feature, and a constant anchor pair (+K, -K) in
@@ -19,6 +20,7 @@ fetches the object whose `pos` matches `ord_b`. The lm head reads the `object` b
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from benchmark.data.words import LABELS, OBJECTS
 from benchmark.testing import build_tokenizer
 
-CONSTRUCTION_VERSION = "3"  # bump when a weight changes: cached builds are then rebuilt
+CONSTRUCTION_VERSION = "4"  # bump when a weight or config.json changes: cached builds are then rebuilt
 SEGMENT = 7  # tokens per box in the boxes template ("the apple is in Box F,")
 N_POSITIONS = 64
 N_ORDINALS = N_POSITIONS // SEGMENT + 1
@@ -270,13 +272,25 @@ def _embeddings(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return wte, wpe, lm_head
 
 
-def _config(vocab_size: int) -> GPT2Config:
-    return GPT2Config(
+def config_fields(vocab_size: int) -> dict:
+    """The planted models' config.json: every GPT-2 setting their weights rely on, stated rather than left
+    to the library's defaults, and nothing else. `save_pretrained` would write every default too and the
+    transformers release that wrote it, so the file's SHA-256 (each result's config_sha256) would change
+    with each release and a committed row would stop verifying; this file's bytes depend on neither."""
+    return dict(
+        model_type="gpt2", architectures=["GPT2LMHeadModel"], dtype="float32",
         vocab_size=vocab_size, n_positions=N_POSITIONS, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS,
-        n_inner=N_INNER,
+        n_inner=N_INNER, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+        scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False, reorder_and_upcast_attn=False,
         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )  # fmt: skip
+
+
+def _config(vocab_size: int) -> GPT2Config:
+    fields = config_fields(vocab_size)
+    del fields["model_type"], fields["dtype"]  # the class's own; the loader sets the dtype
+    return GPT2Config(**fields)
 
 
 @torch.no_grad()
@@ -323,6 +337,8 @@ def build_planted(name: str, directory: str | Path) -> Path:
     directory = Path(directory)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    fields = config_fields(len(tokenizer))
+    (directory / "config.json").write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
     (directory / "PLANTED").write_text(f"{name} construction {CONSTRUCTION_VERSION}\n")
     return directory
 
