@@ -113,6 +113,14 @@ def add_score_parser(commands) -> None:
         "on a paired reference prompt, or both side by side (default; one alone makes the preset custom)",
     )
     parser.add_argument(
+        "--discovery",
+        choices=("exact", "atp+exact"),
+        default="exact",
+        help="exact (default): path-patch every sender of every stage; atp+exact: attribution patching "
+        "ranks the senders and only its best-ranked ones and a random sample of the rest are path-patched "
+        "(the circuit is chosen among exact effects alone; the result records what was verified)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=size(MAX_BATCH_SIZE),
         default=None,
@@ -192,14 +200,20 @@ def _pair_specs(args: argparse.Namespace, device: str) -> tuple[ModelSpec, Model
 
 
 def _settings(args: argparse.Namespace):
-    """The run's settings: the preset with the options' boxes, seed, batch size and ablation."""
+    """The run's settings: the preset with the options' boxes, seed, batch size, discovery and ablation."""
     from benchmark.settings import preset_settings
 
     if args.boxes is not None:
         check_boxes(args.boxes)  # before any model loads
     only = {} if args.ablation == "both" else {"faithfulness": {"ablations": (args.ablation,)}}
+    prefilter = {"exact": None, "atp+exact": "atp"}[args.discovery]
     return preset_settings(
-        args.preset, n_boxes=args.boxes, seed=args.seed, batch_size=args.batch_size, **only
+        args.preset,
+        n_boxes=args.boxes,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        prefilter=prefilter,
+        **only,
     )
 
 

@@ -36,6 +36,8 @@ def _save(figure: Figure, path: str | Path) -> Path:
 # How a head is outlined: in the circuit (kept after minimality pruning), or selected and then pruned.
 KEPT_STYLE = {"edgecolor": "black", "linewidth": 1.6, "linestyle": "-"}
 PRUNED_STYLE = {"edgecolor": "0.35", "linewidth": 1.0, "linestyle": "--"}
+# A head the attribution pre-filter left out: hatched, its colour being AtP's estimate, not an exact effect.
+ESTIMATED_STYLE = {"edgecolor": "0.6", "linewidth": 0.0, "hatch": "////"}
 
 
 def stage_title(stage: DiscoveryStage, kept: Sequence[Head] | None) -> str:
@@ -68,6 +70,8 @@ def _draw_stage(axes, stage: DiscoveryStage, kept: Sequence[Head] | None) -> Non
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     for (layer, head), style in head_marks(stage, kept):
         axes.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, **style))
+    for layer, head in stage.prefilter.estimated if stage.prefilter else ():  # AtP's estimate only
+        axes.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, **ESTIMATED_STYLE))
 
 
 def plot_head_effects(

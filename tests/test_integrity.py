@@ -15,10 +15,12 @@ import pytest
 
 from benchmark.leaderboard import build
 from benchmark.submission import check, to_json, validate
+from benchmark.submission.compare import compare, same_inputs
 from benchmark.submission.files import canonical_name, canonical_text
 from benchmark.submission.integrity import content_digest, reseal
 from benchmark.submission.synthetic import synthetic_result
 from benchmark.submission.validate import downgrade
+from benchmark.submission.versions import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = next((ROOT / "submissions").glob("*organism-finetuned__*.json"))
@@ -138,3 +140,32 @@ def test_schema_2_files_stay_readable_valid_and_keep_their_digest():
     result = check(plain).result
     assert result.uncertainty is None and result.faithfulness.ablation is None
     assert canonical_text(result) == to_json(plain)
+
+
+def _as_schema_4(organism: dict, prefilter: str | None) -> dict:
+    """The organism file as a schema-4 run of the same inputs writes it: the new fields null, the setting
+    `discovery.prefilter` as given."""
+    plain = upgrade(organism)
+    plain["suite"]["schema_version"] = "4"
+    plain["settings"]["discovery"]["prefilter"] = prefilter
+    return reseal(plain)
+
+
+def test_schema_3_files_read_the_prefilter_as_null_and_keep_their_bytes():
+    result = check(ORGANISM).result
+    assert result.settings.discovery.prefilter is None
+    assert all(stage.prefilter is None for stage in result.circuits.base.stages)
+    assert canonical_text(result) == ORGANISM.read_text()
+
+
+def test_a_preset_may_choose_the_attribution_prefilter_and_nothing_else_new(organism):
+    assert validate(_as_schema_4(organism, "atp")) == []
+    (problem,) = validate(_as_schema_4(organism, "sampling"))
+    assert problem.path == "$.settings.discovery.prefilter"
+
+
+def test_a_schema_4_run_of_exact_discovery_reproduces_a_schema_3_file(organism):
+    """The file format's version is no input: a key the older file lacks compares as null."""
+    exact, atp = _as_schema_4(organism, None), _as_schema_4(organism, "atp")
+    assert same_inputs(exact, organism) and compare(exact, organism).same
+    assert not same_inputs(atp, organism)

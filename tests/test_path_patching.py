@@ -13,7 +13,7 @@ from benchmark.data import EncodedPairs, build_pairs, encode_pairs, generate_spl
 from benchmark.hooks import capture_head_outputs, head_output_means, patch_head_outputs
 from benchmark.models import ArchitectureAdapter, ModelUnderStudy
 from benchmark.path_patching import STAGES, StageEffects, sweep, sweep_stage
-from benchmark.path_patching.attribution import attribution_effects
+from benchmark.path_patching.attribution import attribution_estimates
 from benchmark.path_patching.discovery import DiscoveryConfig, discover_circuit, prune_minimal, select_heads
 from benchmark.path_patching.reference import reference_stage
 
@@ -156,7 +156,7 @@ def test_attribution_is_the_first_order_term_of_the_exact_effect(tiny, stage):
         runs.pairs, runs.positions, runs.z_clean, runs.z_clean + eps * (runs.z_cf - runs.z_clean)
     )
     exact = sweep_stage(study, pairs, stage, _receivers(stage), progress=False, site_runs=near)
-    estimate = attribution_effects(study, near, stage, _receivers(stage))
+    estimate = attribution_estimates(study, near, stage, _receivers(stage))[-1]
     assert estimate.mean.abs().max() > 1e-7  # not two zero arrays
     scale = float(exact.mean.abs().max())
     # within 3% of the largest effect: p(answer) is a float32 softmax, whose rounding is ~1% of effects
@@ -170,5 +170,5 @@ def test_attribution_is_zero_for_a_counterfactual_equal_to_the_clean_prompt(tiny
     study = ModelUnderStudy(model, adapter)
     for stage in STAGES:
         runs = sweep.prepare(study, same, stage, batch_size=32)
-        estimate = attribution_effects(study, runs, stage, _receivers(stage))
+        estimate = attribution_estimates(study, runs, stage, _receivers(stage))[-1]
         assert torch.equal(estimate.mean, torch.zeros_like(estimate.mean))

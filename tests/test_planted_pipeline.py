@@ -11,6 +11,7 @@ import pytest
 
 from benchmark.pipeline import score_pair
 from benchmark.settings import preset_settings
+from benchmark.submission import check
 from benchmark.zoo.pairs import get_pair
 from benchmark.zoo.planted import LEXICAL, PLANTED_MODELS, POSITIONAL, circuit_recovery
 
@@ -154,3 +155,20 @@ def test_the_reference_set_has_one_prompt_per_context_and_the_result_says_how_ma
     reference = next(d for d in scored["planted-enhance"]["datasets"] if d["role"] == "reference")
     assert reference["n_used"] == SMALL["faithfulness"]["n_reference"] == reference["n_rows"] // 7
     assert reference["split_id"].endswith(f"contexts{reference['n_used']}")
+
+
+def test_an_atp_exact_score_records_its_verification_and_finds_the_planted_heads(tmp_path):
+    """`etbench score --discovery atp+exact` end to end on a planted pair: a valid schema-4 result that
+    records per stage what was patched exactly, and finds every planted head in both models."""
+    settings = preset_settings("cpu-small", prefilter="atp", **SMALL)
+    base, finetuned = get_pair("planted-enhance").specs(cache_dir=tmp_path / "models", device="cpu")
+    result = score_pair(base, finetuned, settings, tmp_path / "run", progress=False)
+    assert check(result.path).ok
+    plain = json.loads(result.path.read_text())
+    assert plain["settings"]["discovery"]["prefilter"] == "atp" and plain["suite"]["schema_version"] == "4"
+    for which in ("base", "finetuned"):
+        circuit = plain["circuits"][which]
+        recovery = circuit_recovery(_planted("planted-enhance", which), circuit["groups"])
+        assert all(r == (1.0, 1.0) for r in recovery.values()), (which, recovery)
+        records = [stage["prefilter"] for stage in circuit["stages"] if stage["mean"] is not None]
+        assert records and all(r["n_senders"] > len(r["estimated"]) for r in records)

@@ -159,5 +159,6 @@ def test_the_wheel_ships_the_tasks_the_adapters_and_the_schema(tmp_path):
         "benchmark/submission/schema-v1.json",
         "benchmark/submission/schema-v2.json",
         "benchmark/submission/schema-v3.json",
+        "benchmark/submission/schema-v4.json",
     }
     assert expected <= names, sorted(expected - names)

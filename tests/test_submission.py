@@ -232,7 +232,11 @@ def test_effect_arrays_must_have_the_models_shape(plain):
     ("key", "value", "expected"),
     [
         ("metric_version", "v9", "$.suite.metric_version: unknown metric version 'v9'; known: ['v1', 'v2']"),
-        ("schema_version", "9", "$.suite.schema_version: unknown schema version '9'; known: ['1', '2', '3']"),
+        (
+            "schema_version",
+            "9",
+            "$.suite.schema_version: unknown schema version '9'; known: ['1', '2', '3', '4']",
+        ),
         ("name", "other-bench", "$.suite.name: is 'other-bench', expected 'entity-tracking-bench'"),
     ],
 )
@@ -302,7 +306,7 @@ def test_cli_validate_prints_every_problem_and_sets_the_exit_code(result, plain,
 
 
 def test_schema_file_lives_in_the_package():
-    assert Path(schema_module.__file__).with_name("schema-v3.json") == SCHEMA_PATH
+    assert Path(schema_module.__file__).with_name("schema-v4.json") == SCHEMA_PATH
 
 
 def test_compare_ignores_where_and_when_but_not_the_numbers(plain, tmp_path):

@@ -91,7 +91,8 @@ def _colour_scale(limit: float, x: int, y: int, width: int) -> list[str]:
 
 def heatmap(stage: DiscoveryStage, kept: Heads | None) -> str:
     """One stage's mean effects as a [layer x head] grid (layer 0 at the bottom) with integer ticks and a
-    colour key; the circuit's heads outlined solid, heads selected and then pruned dashed."""
+    colour key; the circuit's heads outlined solid, heads selected and then pruned dashed, and heads whose
+    effect is only the attribution pre-filter's estimate faded."""
     title = group_title(stage.group, None if kept is None else len(kept), len(stage.selected))
     if stage.mean is None:
         reason = escape(stage.skipped_because or "stage skipped")
@@ -104,12 +105,16 @@ def heatmap(stage: DiscoveryStage, kept: Heads | None) -> str:
     width, height = max(HEATMAP_MIN_SVG_WIDTH, left + grid_width + 8), top + n_layers * cell + 72
     limit = max((abs(v) for row in stage.mean for v in row), default=0.0)
     body = [f'<text x="4" y="14" class="t">{escape(title)}</text>']
+    estimated = set(map(tuple, stage.prefilter.estimated)) if stage.prefilter else set()
     for layer, row in enumerate(stage.mean):
         y = top + (n_layers - 1 - layer) * cell
         for head, value in enumerate(row):
+            guess = (layer, head) in estimated
+            fade, note = (' fill-opacity="0.4"', " (AtP estimate)") if guess else ("", "")
             body.append(
                 f'<rect x="{left + head * cell}" y="{y}" width="{cell}" height="{cell}" '
-                f'fill="{colour(value, limit)}"><title>L{layer} H{head}: {value:.4g}</title></rect>'
+                f'fill="{colour(value, limit)}"{fade}>'
+                f"<title>L{layer} H{head}: {value:.4g}{note}</title></rect>"
             )
     survivors = set(map(tuple, stage.selected if kept is None else kept))
     for layer, head in stage.selected:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmark.accuracy import score_accuracy
-from benchmark.circuit import GROUPS, Circuit, Group, Head, Site
+from benchmark.circuit import GROUPS, Circuit, Group, Head
 from benchmark.data import EncodedPairs, EncodedPrompts
 from benchmark.kinds import defined
 from benchmark.models import ModelUnderStudy
 from benchmark.path_patching.minimality import prune_minimal, removal_metric
-from benchmark.path_patching.sweep import STAGES, SiteRuns, StageEffects, prepare, sweep_stage
-from benchmark.records import Discovery, DiscoveryStage
+from benchmark.path_patching.prefilter import eligible, prefiltered_stage
+from benchmark.path_patching.sweep import STAGES, StageEffects, prepare_sites, sweep_stage
+from benchmark.records import Discovery, DiscoveryStage, Prefilter
 from benchmark.settings import DiscoveryConfig
 
 __all__ = ["DiscoveryConfig", "DiscoveryResult", "StageResult", "discover_circuit", "prune_minimal"]
@@ -38,13 +39,14 @@ class StageResult:
     effects: StageEffects | None  # None when the stage was skipped
     selected: tuple[Head, ...]
     skipped_because: str | None = None
+    prefilter: Prefilter | None = None  # how the attribution pre-filter chose the exact senders
 
     def record(self) -> DiscoveryStage:
         """Effects as [layer][head] lists; a standard error that is undefined (one prompt) is written 0."""
         effects = self.effects
         mean = None if effects is None else effects.mean.tolist()
         stderr = None if effects is None else effects.stderr.nan_to_num(0.0).tolist()
-        return DiscoveryStage(self.group, mean, stderr, self.selected, self.skipped_because)
+        return DiscoveryStage(self.group, mean, stderr, self.selected, self.skipped_because, self.prefilter)
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,16 @@ class DiscoveryResult:
         return Discovery(groups, selected, stages, defined(self.minimality_metric))
 
 
-def select_heads(effects: StageEffects, config: DiscoveryConfig) -> tuple[Head, ...]:
-    """Heads with mean effect <= threshold and mean + z * stderr < 0, most negative first, capped."""
-    mean, stderr = effects.mean, effects.stderr
-    eligible = (mean <= config.effect_threshold) & (mean + config.z_score * stderr < 0)
-    heads = [(int(layer), int(head)) for layer, head in eligible.nonzero()]
+def select_heads(
+    effects: StageEffects, config: DiscoveryConfig, estimated: tuple[Head, ...] = ()
+) -> tuple[Head, ...]:
+    """Heads with mean effect <= threshold and mean + z * stderr < 0, most negative first, capped; never
+    one whose effect is only `estimated` (not patched exactly)."""
+    passed = eligible(effects, config)
+    for head in estimated:
+        passed[head] = False
+    heads = [(int(layer), int(head)) for layer, head in passed.nonzero()]
+    mean = effects.mean
     heads.sort(key=lambda h: (float(mean[h]), h))
     return tuple(heads[: config.max_heads(mean.numel())])
 
@@ -87,27 +94,26 @@ def run_stages(study: ModelUnderStudy, pairs: EncodedPairs, config: DiscoveryCon
     pairs = answered_pairs(study, pairs, config.batch_size)
     results: list[StageResult] = []
     receivers: tuple[Head, ...] | None = None
-    site_runs: dict[Site, SiteRuns] = {}  # stages A and B read the same site: its head outputs once
+    # every stage's sender site from one clean and one counterfactual pass (A and B share the last token)
+    site_runs = prepare_sites(study, pairs, [stage.site for stage in STAGES], config.batch_size)
     for stage in STAGES:
         if stage.receivers is not None and not receivers:
             reason = f"no head was selected for {stage.receivers.value}, so this stage has no receivers"
             results.append(StageResult(stage.group, None, (), reason))
             receivers = ()
             continue
-        if stage.site not in site_runs:
-            site_runs[stage.site] = prepare(study, pairs, stage, config.batch_size)
-        effects = sweep_stage(
-            study,
-            pairs,
-            stage,
-            receivers,
-            config.rows_per_pass,
-            config.batch_size,
-            progress,
-            site_runs[stage.site],
-        )
-        receivers = select_heads(effects, config)
-        results.append(StageResult(stage.group, effects, receivers))
+        runs, prefilter = site_runs[stage.site], None
+        if config.prefilter is None:
+            effects = sweep_stage(
+                study, pairs, stage, receivers, config.rows_per_pass, config.batch_size, progress, runs
+            )
+        else:
+            seed = config.seed + len(results)  # one sample per stage
+            effects, prefilter = prefiltered_stage(
+                study, pairs, stage, receivers, config, runs, seed, progress
+            )
+        receivers = select_heads(effects, config, prefilter.estimated if prefilter else ())
+        results.append(StageResult(stage.group, effects, receivers, None, prefilter))
     return tuple(results)
 
 

@@ -24,7 +24,7 @@ from benchmark.ablation import MEAN, AblationSource
 from benchmark.circuit import GROUP_SITE, GROUPS, Circuit, Group, Head
 from benchmark.circuit_run import keep_mask
 from benchmark.data import EncodedPrompts
-from benchmark.head_cache import cached_patch, capture_heads, site_mask, sites_positions
+from benchmark.head_cache import cached_patch, group_caches, site_mask, sites_positions
 from benchmark.models import ModelUnderStudy
 
 
@@ -83,18 +83,8 @@ class _Removal:
         self.n_layers, self.n_heads = shape.n_layers, shape.n_heads
         donors = prompts.select(donor_rows(prompts))
         self.sites = {g: sites_positions([GROUP_SITE[g]], prompts) for g in GROUPS}  # [rows, 1] each
-        self.caches = {
-            group: capture_heads(
-                study.model,
-                study.adapter,
-                donors.input_ids,
-                sites_positions([GROUP_SITE[group]], donors),
-                site_mask([selected.heads(group)], shape),
-                batch_size,
-            )
-            for group in GROUPS
-            if selected.heads(group)
-        }
+        # every group's donor outputs from one pass over the donors
+        self.caches = group_caches(study.model, study.adapter, selected, donors, batch_size)
 
     def keep(self, circuit: Circuit, groups: tuple[Group, ...] = GROUPS):
         """The keep mask of `circuit`'s heads in `groups`, as a function of the rows."""

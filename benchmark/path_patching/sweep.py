@@ -83,12 +83,13 @@ class SiteRuns:
     z_cf: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, counterfactual run
 
 
-def _heads_at_site(model, adapter, ids: torch.Tensor, positions: torch.Tensor, batch_size: int):
-    """Head outputs of every layer at one position per row: [rows, layer, head, d] on the CPU."""
-    shape = adapter.shape
-    every_head = torch.ones(1, shape.n_layers, shape.n_heads, dtype=torch.bool)  # [site, layer, head]
-    cache = capture_heads(model, adapter, ids, positions[:, None], every_head, batch_size)
-    return cache.values.view(len(ids), shape.n_layers, shape.n_heads, -1)
+def _heads_at_sites(model, adapter, ids: torch.Tensor, positions: torch.Tensor, batch_size: int):
+    """Head outputs of every layer at each row's sites `positions` [rows, site]: [rows, site, layer, head,
+    d] on the CPU, from one pass over the rows."""
+    shape, n_sites = adapter.shape, positions.shape[1]
+    every_head = torch.ones(n_sites, shape.n_layers, shape.n_heads, dtype=torch.bool)  # [site, layer, head]
+    cache = capture_heads(model, adapter, ids, positions, every_head, batch_size)
+    return cache.values.view(len(ids), n_sites, shape.n_layers, shape.n_heads, -1)
 
 
 def check_receivers(stage: Stage, receivers: tuple[Head, ...] | None) -> None:
@@ -101,13 +102,24 @@ def check_receivers(stage: Stage, receivers: tuple[Head, ...] | None) -> None:
 
 def prepare(study: ModelUnderStudy, pairs: EncodedPairs, stage: Stage, batch_size: int) -> SiteRuns:
     """The clean and counterfactual head outputs of every prompt at the stage's sender site."""
-    model, adapter, site = study.model, study.adapter, stage.site
-    positions = site_positions(site, pairs.clean)
-    z_clean = _heads_at_site(model, adapter, pairs.clean.input_ids, positions, batch_size)
-    z_cf = _heads_at_site(
-        model, adapter, pairs.counterfactual.input_ids, site_positions(site, pairs.counterfactual), batch_size
-    )
-    return SiteRuns(pairs, positions, z_clean, z_cf)
+    return prepare_sites(study, pairs, [stage.site], batch_size)[stage.site]
+
+
+def prepare_sites(
+    study: ModelUnderStudy, pairs: EncodedPairs, sites: list[Site], batch_size: int
+) -> dict[Site, SiteRuns]:
+    """`prepare` for each of `sites` (the stages' sender sites) from one clean and one counterfactual pass:
+    a head's output at one position is the same whichever other positions are read in the same pass."""
+    sites = list(dict.fromkeys(sites))
+    model, adapter, clean, cf = study.model, study.adapter, pairs.clean, pairs.counterfactual
+    at_clean = torch.stack([site_positions(site, clean) for site in sites], dim=1)  # [prompt, site]
+    at_cf = torch.stack([site_positions(site, cf) for site in sites], dim=1)
+    z_clean = _heads_at_sites(model, adapter, clean.input_ids, at_clean, batch_size)
+    z_cf = _heads_at_sites(model, adapter, cf.input_ids, at_cf, batch_size)
+    return {
+        site: SiteRuns(pairs, at_clean[:, i], z_clean[:, i].contiguous(), z_cf[:, i].contiguous())
+        for i, site in enumerate(sites)
+    }
 
 
 def _freeze_and_patch(prompts: SiteRuns, prompt_idx, senders: torch.Tensor, split: int | None = None, k=1):
@@ -255,14 +267,18 @@ def sweep_stage(
     batch_size: int = 32,
     progress: bool = True,
     site_runs: SiteRuns | None = None,
+    senders: list[Head] | None = None,
 ) -> StageEffects:
     """Effect of every head as a sender in `stage`: mean over prompts of (p_patched - p_null) / p_null.
     `site_runs`: `prepare`'s output for these pairs and this stage, when the caller has it (or has moved
-    its counterfactual values, as the attribution test does)."""
+    its counterfactual values, as the attribution test does). `senders`: patch only these (the others'
+    effect is 0), as the attribution pre-filter's verification does; default every head that can reach
+    the receivers."""
     check_receivers(stage, receivers)
     model, adapter = study.model, study.adapter
     prompts = prepare(study, pairs, stage, batch_size) if site_runs is None else site_runs
-    senders = senders_of(adapter, receivers if stage.receivers is not None else None)
+    if senders is None:
+        senders = senders_of(adapter, receivers if stage.receivers is not None else None)
     n, shape = len(pairs), adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]; 0: cannot reach
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)

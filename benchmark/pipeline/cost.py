@@ -27,6 +27,7 @@ from benchmark.dcm.masking import PREFIX_GROUPS
 from benchmark.dcm.prefix import STORE_BYTES
 from benchmark.faithfulness_curve import curve_k
 from benchmark.models.cost import ModelShape, Pass
+from benchmark.path_patching import prefilter
 from benchmark.path_patching.sweep import STAGES as SWEEP_STAGES
 from benchmark.path_patching.sweep import Stage as SweepStage
 from benchmark.pipeline.pair import Pair, Side
@@ -64,11 +65,16 @@ def _means(c: Inputs) -> Work:
     return Work((c.full(n, logits=c.n_tokens),), (recorded,))
 
 
-def verified_senders(config: DiscoveryConfig, n_senders: int) -> int:
-    """Senders a path-patching stage runs through both passes: all `n_senders` of them, since exact path
-    patching verifies every sender. A pre-filter that ranks senders cheaply and verifies only the best would
-    return fewer here; discovery's cost reads the count from this one place."""
-    return n_senders
+def verified_senders(config: DiscoveryConfig, n_senders: int, cap: int) -> int:
+    """Senders a path-patching stage runs through both passes: all `n_senders` of them when discovery is
+    exact; with the attribution pre-filter at most its candidate lists (`cap`: the group cap) and its
+    sample of the others (an upper bound: the lists overlap, and a sample that finds a missed head makes
+    the stage exact)."""
+    if config.prefilter is None:
+        return n_senders
+    chosen = min(n_senders, prefilter.ORDERS * math.ceil(prefilter.MARGIN * cap))
+    others = n_senders - chosen
+    return chosen + min(others, max(1, math.ceil(prefilter.SAMPLE_SHARE * others)))
 
 
 def _sweep_batches(n_prompts: int, sender_layers: Sequence[int], rows_per_pass: int, bottom: int) -> Counter:
@@ -93,7 +99,8 @@ def _sweep(c: Inputs, stage: SweepStage, n: int, tops: tuple[int | None, int], p
     the suffix from the receivers' reading position over a prefix. Both run the layers where a prompt's
     rows are equal once per prompt (`_sweep_batches`)."""
     (top, bottom), config, s, h = tops, c.settings.discovery, c.n_tokens, c.shape.heads
-    n_senders = verified_senders(config, h.n_heads * (h.n_layers if top is None else top))
+    cap = config.max_heads(h.n_components)
+    n_senders = verified_senders(config, h.n_heads * (h.n_layers if top is None else top), cap)
     sender_layers = [index // h.n_heads for index in range(n_senders)]  # heads in (layer, head) order
     batches = _sweep_batches(n, sender_layers, config.rows_per_pass, bottom)
     layers, logits = (None, 1) if top is None else (top + 1, 0)
@@ -105,6 +112,8 @@ def _sweep(c: Inputs, stage: SweepStage, n: int, tops: tuple[int | None, int], p
     cache = Buffer(
         "clean and counterfactual heads at a site [prompt, layer, head, d]", c.heads_at_sites(2 * n)
     )
+    atp = 0 if config.prefilter is None else prefilter.ATP_STEPS * n  # AtP: a forward and backward a step
+    passes += [Pass(atp, 1, config.batch_size, 0, logits, True, layers)] if atp else []
     if stage.receivers is not None:
         reader = site_position(GROUP_SITE[stage.receivers], s)
         passes += [Pass(n, reader, min(n, config.rows_per_pass))]
@@ -112,6 +121,7 @@ def _sweep(c: Inputs, stage: SweepStage, n: int, tops: tuple[int | None, int], p
             Pass(count * chunk * k, s - reader, chunk * k, reader, s - reader, shared=bottom * (k > 1), fan=k)
             for (chunk, k, _), count in batches.items()
         ]
+        passes += [Pass(atp, s - reader, config.batch_size, reader, s - reader, True)] if atp else []
     return Work(tuple(passes), (cache,))
 
 

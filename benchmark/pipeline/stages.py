@@ -61,6 +61,10 @@ def _split(settings: ScoreSettings, vocabulary: Vocabulary, split: str, n_prompt
     return generate_split(settings.n_boxes, split, n_prompts, seed, vocabulary.objects, vocabulary.labels)
 
 
+# How the discovery stages' headers name the pre-filter (DiscoveryConfig.prefilter).
+_PREFILTERED = {None: "", "atp": " (AtP pre-filter, exact verification)"}
+
+
 def _floor_split(s: ScoreSettings, v: Vocabulary, n_prompts: int) -> Split | None:
     """Validation prompts of the noise floor's seed: the discovery split's size, other contexts."""
     return None if s.floor_seed is None else _split(s, v, "validation", n_prompts, s.floor_seed)
@@ -239,8 +243,8 @@ STAGES: tuple[ScoreStage, ...] = (
     ScoreStage(
         "discovery", MODEL, run=_discovery, reads=lambda s: (s.discovery,), needs=("means",),
         splits=("path_patching", "minimality"),
-        about=lambda s: f"circuit by path patching on {s.discovery.n_prompts} prompts, minimality pruning on "
-        f"{s.discovery.n_minimality_prompts}",
+        about=lambda s: f"circuit by path patching{_PREFILTERED[s.discovery.prefilter]} on "
+        f"{s.discovery.n_prompts} prompts, minimality pruning on {s.discovery.n_minimality_prompts}",
     ),
     ScoreStage(
         "faithfulness", MODEL, run=_faithfulness, reads=lambda s: (s.faithfulness,),

@@ -83,9 +83,11 @@ class Comparison:
 
 
 def comparable(result: dict) -> dict:
-    """A plain result without its run-specific blocks and without adapter paths (they depend on the
-    checkout; the adapters' hashes stay)."""
+    """A plain result without its run-specific blocks, its file format's version (a schema-4 run reproduces
+    a schema-3 file: a key one lacks compares as null) and adapter paths (they depend on the checkout; the
+    adapters' hashes stay)."""
     plain = {key: value for key, value in result.items() if key not in RUN_SPECIFIC}
+    plain["suite"] = {key: value for key, value in result.get("suite", {}).items() if key != "schema_version"}
     plain["models"] = {
         side: {**model, "adapters": [{k: v for k, v in a.items() if k != "path"} for a in model["adapters"]]}
         for side, model in result["models"].items()
@@ -134,9 +136,12 @@ def _numbers(a, b) -> bool:
 
 
 def same_inputs(a: dict, b: dict) -> bool:
-    """Same suite version, settings, datasets and weights (adapters included): the numbers should agree."""
-    keys = ("suite", "settings", "datasets")
-    return all(a.get(k) == b.get(k) for k in keys) and _weights(a) == _weights(b)
+    """Same suite version, settings, datasets and weights (adapters included): the numbers should agree.
+    Files of two schema versions can: a setting only the later one has must be null (its default) there."""
+    found: list[str] = []
+    for key in ("suite", "settings", "datasets"):
+        _walk(comparable(a)[key], comparable(b)[key], key, ("inputs",), found, [])
+    return not found and _weights(a) == _weights(b)
 
 
 def _weights(result: dict) -> list:

@@ -289,12 +289,14 @@ def _preset_of(settings: ScoreSettings) -> ScoreSettings:
         batch_size=settings.batch_size,
         dtype=settings.dtype,
         device_map=settings.device_map,
+        prefilter=settings.discovery.prefilter,
     )
 
 
 def check_preset(result: Result) -> Iterator[Problem]:
     """A result that names a preset of this suite has that preset's sizes and settings; any other name
-    (such as "custom") makes no such claim. Only boxes, seed, batch size and placement may be set freely."""
+    (such as "custom") makes no such claim. Only boxes, seed, batch size, placement and discovery's pre-filter
+    may be set freely."""
     settings = result.settings
     if settings.preset not in PRESETS:
         return

@@ -10,9 +10,11 @@ from benchmark.circuit import GROUPS
 from benchmark.data.counterfactuals import DCM_DESIDERATA
 
 SUITE_NAME = "entity-tracking-bench"
-SCHEMA_VERSION = "3"  # 3: metric-v2 numbers (ablations, intervals, floors); 1 and 2 files stay readable
+# 3: metric-v2 numbers (ablations, intervals, floors); 4: discovery's attribution pre-filter (settings and
+# stage records). Files of 1, 2 and 3 stay readable.
+SCHEMA_VERSION = "4"
 METRIC_VERSION = "v2"
-KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", SCHEMA_VERSION)
+KNOWN_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", SCHEMA_VERSION)
 KNOWN_METRIC_VERSIONS: tuple[str, ...] = ("v1", METRIC_VERSION)
 
 GROUP_NAMES: tuple[str, ...] = tuple(group.value for group in GROUPS)
