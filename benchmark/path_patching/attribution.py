@@ -67,7 +67,8 @@ def _chunk_estimate(
     """Per-prompt estimates [plain or integrated, chunk, layer, head] for one chunk of prompts: a forward
     and a backward per step, the first at every head's clean value (whose p(answer) is the null run's)."""
     clean, cf = site_runs.z_clean[chunk], site_runs.z_cf[chunk]  # [chunk, layer, head, d]
-    rows = SiteRuns(site_runs.pairs.select(chunk), site_runs.positions[chunk], clean, cf)
+    pairs, positions = site_runs.pairs.select(chunk), site_runs.positions[chunk]
+    rows = SiteRuns(pairs, positions, clean, cf, site_runs.last_prefix)  # its prefix serves the sweep too
     index = torch.arange(len(chunk))
     with torch.no_grad():  # the clean prefix carries no gradient
         suffix = None if stage.receivers is None else _SuffixRun(study, rows, index, 1, stage, receivers)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -81,6 +81,19 @@ class SiteRuns:
     positions: torch.Tensor  # [prompt] sender / receiver position
     z_clean: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, clean run
     z_cf: torch.Tensor  # [prompt, layer, head, d] head outputs at the site, counterfactual run
+    last_prefix: dict = field(default_factory=dict, repr=False)  # `_prefix`'s memory, shared by sites
+
+
+def _prefix(study: ModelUnderStudy, ids: torch.Tensor, last: dict):
+    """The key-value cache of `ids` [prompt, pos]: a copy of the last one made if it was of the same ids (a
+    stage's AtP run and its sweep prefill the same prompts, and so do stages B and C, both read at the
+    last token), else a new prefill, which `last` then keeps (only copies are handed out: runs edit them)."""
+    key = (tuple(ids.shape), ids.cpu().numpy().tobytes())
+    if last.get("key") != key:
+        last.clear()
+        last.update(key=key, entries=study.cache_entries(study.prefill(ids)))
+    copies = [tuple(t.clone() if torch.is_tensor(t) else t for t in entry) for entry in last["entries"]]
+    return study.cache_of(copies)
 
 
 def _heads_at_sites(model, adapter, ids: torch.Tensor, positions: torch.Tensor, batch_size: int):
@@ -116,8 +129,9 @@ def prepare_sites(
     at_cf = torch.stack([site_positions(site, cf) for site in sites], dim=1)
     z_clean = _heads_at_sites(model, adapter, clean.input_ids, at_clean, batch_size)
     z_cf = _heads_at_sites(model, adapter, cf.input_ids, at_cf, batch_size)
+    last: dict = {}  # the sites' runs share the last prefix made
     return {
-        site: SiteRuns(pairs, at_clean[:, i], z_clean[:, i].contiguous(), z_cf[:, i].contiguous())
+        site: SiteRuns(pairs, at_clean[:, i], z_clean[:, i].contiguous(), z_cf[:, i].contiguous(), last)
         for i, site in enumerate(sites)
     }
 
@@ -206,7 +220,7 @@ class _SuffixRun:
         self.layers, self.mask = receiver_mask(adapter, receivers, stage.receiver_kind)
         ids = prompts.pairs.clean.input_ids[chunk].to(study.device)
         reader = int(site_positions(GROUP_SITE[stage.receivers], prompts.pairs.clean)[chunk[0]])
-        self.cache = study.prefill(ids[:, :reader])
+        self.cache = _prefix(study, ids[:, :reader], prompts.last_prefix)
         self.split = _split_layer(self.layers, k)
         if self.split is not None:  # k > 1: the prefix's rows k times each from the split on
             study.repeat_cached_rows(self.cache, k, from_layer=self.split)
