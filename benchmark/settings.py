@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from benchmark.kinds import Count, NonNegative, Positive, Rate
 
@@ -29,7 +29,8 @@ MAX_BATCH_SIZE = 4096
 ABLATIONS: tuple[str, ...] = ("mean", "resample")
 
 # Discovery's pre-filters (DiscoveryConfig.prefilter; None: every sender patched exactly).
-PREFILTERS: tuple[str, ...] = ("atp",)
+PrefilterName = Literal["atp"]
+PREFILTERS: tuple[str, ...] = get_args(PrefilterName)
 
 CURVE_FRACTIONS: tuple[float, ...] = (
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
@@ -59,7 +60,7 @@ class DiscoveryConfig:
     batch_size: Positive = 32
     # None: every sender patched exactly; "atp": AtP ranks the senders and only the best ranked and a
     # random sample of the others are patched exactly (`path_patching.prefilter`). Null before schema 4.
-    prefilter: Literal["atp"] | None = None
+    prefilter: PrefilterName | None = None
 
     def __post_init__(self) -> None:
         if self.prefilter is not None and self.prefilter not in PREFILTERS:

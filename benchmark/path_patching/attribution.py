@@ -72,12 +72,13 @@ def _chunk_estimate(
     index = torch.arange(len(chunk))
     with torch.no_grad():  # the clean prefix carries no gradient
         suffix = None if stage.receivers is None else _SuffixRun(study, rows, index, 1, stage, receivers)
-    grads, first, p_null = torch.zeros_like(clean), None, None
+    grads = torch.zeros_like(clean)
     for step in range(steps):
         rows.z_clean = (clean + step / steps * (cf - clean)).requires_grad_()  # the frozen heads
         grad, p = _gradient(study, rows, index, stage, suffix)
         grads = grads + grad / steps
-        first, p_null = (grad, p) if first is None else (first, p_null)
+        if step == 0:  # every head clean: plain AtP's gradient, and the null run's p(answer)
+            first, p_null = grad, p
     change = (torch.stack([first, grads]) * (cf - clean)).sum(-1)  # [2, chunk, layer, head]: dp/dz . dz
     return (change / p_null[:, None, None]).float().cpu()
 

@@ -27,6 +27,7 @@ curve ranks heads by them); the stage's `Prefilter` record lists them.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -54,9 +55,15 @@ def candidates(estimates: tuple[StageEffects, ...], senders: list[Head], cap: in
     return sorted(chosen)
 
 
+def _others(senders: list[Head], chosen: list[Head]) -> list[Head]:
+    """The senders not in `chosen`, in their order."""
+    excluded = set(chosen)
+    return [head for head in senders if head not in excluded]
+
+
 def sample_others(senders: list[Head], chosen: list[Head], seed: int) -> list[Head]:
     """A seeded random SAMPLE_SHARE (at least one) of the senders not in `chosen`, in layer order."""
-    others = [head for head in senders if head not in set(chosen)]
+    others = _others(senders, chosen)
     n = min(len(others), max(1, math.ceil(SAMPLE_SHARE * len(others))))
     order = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))
     return sorted(others[int(i)] for i in order[:n])
@@ -93,25 +100,24 @@ def prefiltered_stage(
     chosen = candidates((plain, estimate), senders, config.max_heads(estimate.mean.numel()))
     sample = sample_others(senders, chosen, seed)
 
-    def exact(heads: list[Head]) -> tuple[StageEffects, list[Head]]:
-        run = sweep_stage(
-            study,
-            pairs,
-            stage,
-            receivers,
-            config.rows_per_pass,
-            config.batch_size,
-            progress,
-            site_runs,
-            heads,
-        )
-        return run, heads
-
-    parts = [exact(sorted(chosen + sample))] if sample or chosen else []
-    passed = eligible(parts[0][0], config) if parts else None
-    fell_back = passed is not None and any(bool(passed[head]) for head in sample)
+    exact = partial(
+        sweep_stage,
+        study,
+        pairs,
+        stage,
+        receivers,
+        config.rows_per_pass,
+        config.batch_size,
+        progress,
+        site_runs,
+    )
+    first = sorted(chosen + sample)
+    parts = [(exact(senders=first), first)]
+    passed = eligible(parts[0][0], config)
+    fell_back = any(bool(passed[head]) for head in sample)
     if fell_back:
-        parts.append(exact([h for h in senders if h not in set(chosen + sample)]))
+        rest = _others(senders, first)
+        parts.append((exact(senders=rest), rest))
     verified = {head for _, heads in parts for head in heads}
     sampled = [float(parts[0][0].mean[head]) for head in sample]
     record = Prefilter(

@@ -139,8 +139,9 @@ def same_inputs(a: dict, b: dict) -> bool:
     """Same suite version, settings, datasets and weights (adapters included): the numbers should agree.
     Files of two schema versions can: a setting only the later one has must be null (its default) there."""
     found: list[str] = []
+    plain_a, plain_b = comparable(a), comparable(b)
     for key in ("suite", "settings", "datasets"):
-        _walk(comparable(a)[key], comparable(b)[key], key, ("inputs",), found, [])
+        _walk(plain_a[key], plain_b[key], key, ("inputs",), found, [])
     return not found and _weights(a) == _weights(b)
 
 
