@@ -111,23 +111,34 @@ class AblatedPrefix:
         encoded: EncodedPrompts,
         batch_size: int,
         base: Base | None = None,
+        near: tuple[AblatedPrefix, ...] = (),
     ):
         check_source(source, encoded)
         self.study, self.source, self.encoded, self.base = study, source, encoded, base
         self.n_pos = encoded.input_ids.shape[1]
         self.last = self.n_pos - 1  # the cache covers every token before the last
         self.batches, self.size = _batches(encoded, batch_size), batch_size
-        self.cached = self._fill()
+        self.cached = self._fill([prefix for prefix in near if self._shares_batches(prefix)])
+
+    def _shares_batches(self, other: AblatedPrefix) -> bool:
+        """Whether `other` is a filled prefix of the same model, prompts, ablation and batches."""
+        if not (other.cached and other.study is self.study and other.source is self.source):
+            return False
+        if len(other.batches) != len(self.batches):
+            return False
+        same_rows = (torch.equal(a.index, b.index) for a, b in zip(other.batches, self.batches, strict=True))
+        return torch.equal(other.encoded.input_ids, self.encoded.input_ids) and all(same_rows)
 
     @property
     def name(self) -> str:
         return self.source.name
 
     @torch.inference_mode()
-    def _fill(self) -> bool:
-        """Run every batch with all heads ablated and keep its cache; False (and keep nothing) when the
-        whole set would exceed `store_limit`, judged from the first batch (the one with most resampled
-        tokens: an overestimate)."""
+    def _fill(self, near: list[AblatedPrefix]) -> bool:
+        """Run every batch with all heads ablated (but the base) and keep its cache; False (and keep
+        nothing) when the whole set would exceed `store_limit`, judged from the first batch (the one with
+        most resampled tokens: an overestimate). Where a `near` prefix's run equals this one up to some
+        token (same kept components, neither patch writing before it), its cache is reused up to there."""
         limit = store_limit(self.study.device)
         if limit == 0:
             return False
@@ -138,8 +149,16 @@ class AblatedPrefix:
                 batch.base_keep = self._expand(self.base.keep(batch.rows), batch)
                 touched = self.base.touched
                 batch.base_touched = None if touched is None else self._expand(touched(batch.rows), batch)
-            with self._all_ablated(values, self.last, batch.base_keep), self._base_patch(batch, 0):
-                batch.entries = self.study.cache_entries(self.study.prefill(ids[:, : self.last]))
+            start, shared = self._nearest(batch, [prefix.batches[i] for prefix in near])
+            with self._ablated(values, start, batch.base_keep), self._base_patch(batch, start):
+                if shared is None or start == 0:
+                    batch.entries = self.study.cache_entries(self.study.prefill(ids[:, : self.last]))
+                elif start == self.last:  # the same run: its cache, shared (runs never write into it)
+                    batch.entries = shared.entries
+                else:  # only the tokens from `start` on, after the near run's cache of those before
+                    cache = self.study.cache_of(_cut(shared.entries, start))
+                    self.study.extend(ids[:, start : self.last], cache, last_only=True)
+                    batch.entries = self.study.cache_entries(cache)
             batch.resampled = None if values is None else values[:, batch.low :]
             if i == 0 and batch.nbytes() / len(batch.index) * len(self.encoded) > limit:
                 batch.entries = batch.resampled = None
@@ -154,12 +173,29 @@ class AblatedPrefix:
             self.study.model(rows.counterfactual_ids.to(self.study.device), use_cache=False)
         return recording.stack()
 
-    def _all_ablated(self, values: torch.Tensor | None, end: int, keep=None) -> AbstractContextManager:
-        """Hooks ablating every head of tokens [0, end) but `keep` (a pass over exactly those tokens)."""
-        kept = None if keep is None else keep[:, :end]
+    def _nearest(self, batch: _Batch, others: list[_Batch]) -> tuple[int, _Batch | None]:
+        """(first token to compute, the batch whose cache holds those before) for filling `batch`: the one
+        of `others` whose run agrees with this prefix's longest, or (0, None)."""
+        found = [(self._agrees(batch, other), other) for other in others]
+        return max(found, key=lambda pair: pair[0], default=(0, None))
+
+    def _agrees(self, batch: _Batch, other: _Batch) -> int:
+        """The first token where the runs of this prefix and `other`'s (same rows) may differ: where they
+        keep other components, or where either's base patch writes (at most the last cached token)."""
+        none = torch.zeros(1, 1, 1, 1, dtype=torch.bool)
+        mine, theirs = (none if keep is None else keep for keep in (batch.base_keep, other.base_keep))
+        firsts = [first_kept(mine ^ theirs, self.n_pos), first_kept(batch.base_touched, self.n_pos)]
+        return min(*firsts, first_kept(other.base_touched, self.n_pos), self.last)
+
+    def _ablated(self, values: torch.Tensor | None, start: int, keep=None) -> AbstractContextManager:
+        """Hooks ablating every head of the cached tokens [start, last) but `keep` (a pass over exactly
+        those tokens)."""
+        end = self.last
+        kept = None if keep is None else keep[:, start:end]
         if values is None:
-            return mean_ablate(self.study.adapter, self.source.means[:end], keep=kept)
-        return patch_head_outputs(self.study.adapter, values[:, :end], mask=None if kept is None else ~kept)
+            return mean_ablate(self.study.adapter, self.source.means[start:end], keep=kept)
+        mask = None if kept is None else ~kept
+        return patch_head_outputs(self.study.adapter, values[:, start:end], mask=mask)
 
     def _expand(self, keep: torch.Tensor | None, batch: _Batch) -> torch.Tensor | None:
         """A keep mask [batch|1, pos|1, layer, head] at full size [batch, pos, layer, head], bool."""
@@ -205,8 +241,8 @@ class AblatedPrefix:
                 stack.enter_context(self._base_patch(batch, 0))
                 stack.enter_context(patch(batch.index, 0) if patch else nullcontext())
                 return forward_last(self.study.model, ids)
-            entries = [(k[:, :, :start], v[:, :, :start], *rest) for k, v, *rest in batch.entries]
-            cache = self.study.cache_of(entries)  # built before the hooks: the prefix is already ablated
+            # built before the hooks: the prefix is already ablated
+            cache = self.study.cache_of(_cut(batch.entries, start))
             stack.enter_context(self._suffix_ablation(batch, keep, start))
             stack.enter_context(self._base_patch(batch, start))
             stack.enter_context(patch(batch.index, start) if patch else nullcontext())
@@ -281,6 +317,11 @@ class AblatedPrefix:
     def _runs(self, keep, patch=None, touched=None):
         for index, logits in self.logits(keep, patch, touched):
             yield index, logits, self.encoded.select(index)
+
+
+def _cut(entries: list[tuple], end: int) -> list[tuple]:
+    """A cache's per-layer entries cut to the tokens before `end` (views, not copies)."""
+    return [(k[:, :, :end], v[:, :, :end], *rest) for k, v, *rest in entries]
 
 
 def _cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:

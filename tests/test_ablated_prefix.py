@@ -172,24 +172,30 @@ def test_a_prefix_kept_by_a_base_equals_the_full_pass_for_every_run(setup, which
         ), name
 
 
-def test_pruning_over_base_prefixes_equals_full_passes_and_recomputes_only_the_query(setup, monkeypatch):
-    """Minimality's metric for every candidate pruning tries, over its prefixes, against full passes; once the
-    early groups are fixed in a prefix, a candidate that removes a value fetcher runs the last token alone."""
+@pytest.mark.parametrize("tolerance", [0.0, 10.0], ids=["keeps every head", "drops every head"])
+def test_pruning_over_base_prefixes_equals_full_passes_and_recomputes_only_the_query(
+    setup, monkeypatch, tolerance
+):
+    """Minimality's metric for every candidate pruning tries, over its prefixes, against full passes (heads
+    kept, and heads removed, whose donor patches the prefixes then hold); the first run builds the prefix
+    its followers share, so the first candidate, which removes a value fetcher, runs the last token alone."""
     study, sources = setup
     source, prompts = sources[0]
     means = source.means
     tried: list[tuple[Circuit, float]] = []
     metric = removal_metric(study, WITH_READERS, prompts, means, batch_size=4)
     recording = lambda circuit: tried.append((circuit, metric(circuit))) or tried[-1][1]  # noqa: E731
-    prune_minimal(WITH_READERS, recording, tolerance=0.0, progress=False)
+    pruned, _, _ = prune_minimal(WITH_READERS, recording, tolerance=tolerance, progress=False)
     assert len(tried) == 1 + len(WITH_READERS.all_heads())
+    assert len(pruned.all_heads()) == (len(WITH_READERS.all_heads()) if tolerance == 0 else 0)
     lengths = []
     embed = study.model.get_input_embeddings()
     handle = embed.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
     try:
-        metric(WITH_READERS), metric(tried[1][0])  # two in a row with the same early groups: built
+        fresh = removal_metric(study, WITH_READERS, prompts, means, batch_size=4)
+        fresh(WITH_READERS)
         lengths.clear()
-        metric(tried[1][0])
+        fresh(tried[1][0])
         assert set(lengths) == {1}  # every batch: the last token alone
     finally:
         handle.remove()
@@ -197,3 +203,27 @@ def test_pruning_over_base_prefixes_equals_full_passes_and_recomputes_only_the_q
     full = removal_metric(study, WITH_READERS, prompts, means, batch_size=4)
     for circuit, value in tried:
         assert value == pytest.approx(full(circuit), rel=1e-5, abs=1e-8), circuit
+
+
+def test_a_prefix_started_from_a_near_one_computes_only_from_where_their_runs_part(setup):
+    """A prefix whose run keeps the structure readers, started from the all-ablated prefix, recomputes only
+    the tokens from each batch's earliest site (the queried box's label) on, and holds the same cache as one
+    built from the first token."""
+    study, sources = setup
+    source, prompts = sources[0]
+    shape = study.adapter.shape
+    readers = Circuit.of({Group.STRUCTURE_READER: WITH_READERS.heads(Group.STRUCTURE_READER)})
+    base = Base(lambda rows: keep_mask(readers, rows, shape.n_layers, shape.n_heads))
+    ablated = AblatedPrefix(study, source, prompts, batch_size=4)
+    scratch = AblatedPrefix(study, source, prompts, batch_size=4, base=base)
+    lengths = []
+    embed = study.model.get_input_embeddings()
+    handle = embed.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        near = AblatedPrefix(study, source, prompts, batch_size=4, base=base, near=(ablated,))
+    finally:
+        handle.remove()
+    assert lengths == [near.last - batch.low for batch in near.batches]
+    for mine, theirs in zip(near.batches, scratch.batches, strict=True):
+        for (k, v, *_), (k0, v0, *_) in zip(mine.entries, theirs.entries, strict=True):
+            assert torch.allclose(k, k0, atol=1e-5) and torch.allclose(v, v0, atol=1e-5)

@@ -85,15 +85,16 @@ def test_discovery_counts_match_a_hand_count():
     b = 2 * 5 * S + 16 + 5 * 38 + 16 * 1
     d = 2 * 5 * S + 16 + 5 * 36 + 16 * 3
     assert _rows(path_patching(c)) == 5 * S + a + (b - 2 * 5 * S) + b + d
-    # minimality: 4 donor caches, the circuit run and one run without each of its 4 heads, 5 prompts each;
-    # over prefixes (each the run of every token but the last): the all-ablated one for the circuit and the
-    # structure reader's candidate, from token 14 on (the query label is at 36, the context's middle box
-    # label at 36 * 4 // 10); one keeping the reader and the detector for the value fetcher's and position
-    # transmitter's candidates, the last token alone; one keeping the reader for the detector's, from 36 on
+    # minimality: the circuit run and one run without each of its 4 heads, 5 prompts each; full passes: 4
+    # donor caches; over prefixes (each holds every token but the last), donors from one pass: the
+    # all-ablated prefix for the structure reader's candidate, from token 14 on (the query label is at 36,
+    # the context's middle box label at 36 * 4 // 10); one keeping the reader and the detector, built from
+    # 14 on, for the circuit and the value fetcher's and position transmitter's candidates, the last token
+    # alone; one keeping the reader, built from 36 on, for the detector's, from 36 on
     assert _rows(minimality(c, prefix=False)) == (4 + 1 + 4) * 5 * S
     assert reader_start(c) == 14
-    prefixes = 3 * 5 * (S - 1)
-    assert _rows(minimality(c)) == 4 * 5 * S + prefixes + (1 + 1) * 5 * (S - 14) + 2 * 5 * 1 + 5 * (S - 36)
+    prefixes = 5 * (S - 1) + 5 * (S - 1 - 14) + 5 * (S - 1 - 36)
+    assert _rows(minimality(c)) == 5 * S + prefixes + 5 * (S - 14) + 3 * 5 * 1 + 5 * (S - 36)
 
 
 def test_discovery_runs_a_prompts_equal_rows_once_below_the_receivers():

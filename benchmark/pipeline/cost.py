@@ -143,23 +143,27 @@ def path_patching(c: Inputs) -> Work:
 
 
 def minimality(c: Inputs, prefix: bool = True) -> Work:
-    """Donor head caches per group, then the circuit run once and once without each selected head
-    (`prefix=False`: each run a full pass, the reference path). Over prefixes: the circuit and the structure
-    readers' candidates over the all-ablated prefix; the value fetchers' and position transmitters' over one
-    that keeps the readers and detectors (the last token alone), the detectors' over one that keeps the
-    readers (the query segment)."""
+    """Donor head caches, then the circuit run once and once without each selected head (`prefix=False`:
+    donor caches per group and each run a full pass, the reference path). Over prefixes: the structure
+    readers' candidates over the all-ablated prefix; the circuit's run and the value fetchers' and position
+    transmitters' candidates over one that keeps the readers and detectors (the last token alone), built
+    from the readers' label on; the detectors' over one that keeps the readers (the query segment), built
+    from the query label on."""
     rows = rows_of(c.settings.discovery.n_minimality_prompts, c.settings.n_boxes)
     batch = c.settings.discovery.batch_size
     sizes = dict(zip(GROUPS, c.group_sizes, strict=True))
     if not prefix:
         return Work((c.full((c.n_groups + 1 + sum(c.group_sizes)) * rows, batch),), (c.means(),))
-    work = Work((c.full(c.n_groups * rows, batch),), (c.means(),))
-    work += _prefix_runs(c, rows, 1 + sizes[Group.STRUCTURE_READER], batch)
     last = sizes[Group.VALUE_FETCHER] + sizes[Group.POSITION_TRANSMITTER]
+    detectors, readers = sizes[Group.POSITION_DETECTOR], sizes[Group.STRUCTURE_READER]
+    work = Work((c.full(rows, batch),), (c.means(),))
+    work += _prefix_runs(c, rows, readers + (last + detectors == 0), batch)  # the circuit's run: first level
     query = c.n_tokens - site_position(Site.QUERY_LABEL, c.n_tokens)
-    for runs, tokens in ((last, 1), (sizes[Group.POSITION_DETECTOR], query)):
+    built = reader_start(c)  # where the first level's run leaves the all-ablated one
+    for runs, tokens in ((last + (last > 0), 1), (detectors + (last == 0), query)):
         if runs:
-            work += _prefix_runs(c, rows, runs, batch, c.n_tokens - tokens)
+            work += _prefix_runs(c, rows, runs, batch, c.n_tokens - tokens, built)
+            built = c.n_tokens - query  # the second level's leaves the first's at the query label
     return work
 
 
@@ -170,11 +174,15 @@ def reader_start(c: Inputs) -> int:
     return context * (c.settings.n_boxes - 1) // (2 * c.settings.n_boxes)
 
 
-def _prefix_runs(c: Inputs, rows: int, runs: int, batch: int, start: int | None = None) -> Work:
+def _prefix_runs(
+    c: Inputs, rows: int, runs: int, batch: int, start: int | None = None, built: int = 0
+) -> Work:
     """`runs` circuit runs of `rows` prompts over a cached prefix (`AblatedPrefix`): the prefix once (every
-    token but the last, its cache held), then each run's tokens from `start` on (default `reader_start`)."""
+    token but the last, its cache held; from token `built` on, after another prefix's), then each run's
+    tokens from `start` on (default `reader_start`)."""
     start = reader_start(c) if start is None else start
-    passes = (Pass(rows, c.n_tokens - 1, batch), Pass(runs * rows, c.n_tokens - start, batch, start))
+    prefix = Pass(rows, c.n_tokens - 1 - built, batch, built)
+    passes = (prefix, Pass(runs * rows, c.n_tokens - start, batch, start))
     return Work(passes, (Buffer("ablated prefix cache", c.kv(rows, c.n_tokens - 1)),))
 
 
