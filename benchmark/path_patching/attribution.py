@@ -33,7 +33,7 @@ from benchmark.path_patching.sweep import (
     _pass1,
     _SuffixRun,
     check_receivers,
-    senders_of,
+    stage_senders,
 )
 
 
@@ -56,7 +56,7 @@ def attribution_estimates(
     for chunk in torch.arange(n).split(batch_size):
         relative[:, chunk] = _chunk_estimate(study, site_runs, chunk, stage, receivers, steps)
     reach = torch.zeros(shape.n_layers, shape.n_heads, dtype=torch.bool)
-    for layer, head in senders_of(study.adapter, receivers if stage.receivers is not None else None):
+    for layer, head in stage_senders(study.adapter, stage, receivers):
         reach[layer, head] = True
     return StageEffects.of(relative[0] * reach), StageEffects.of(relative[1] * reach)
 

@@ -93,12 +93,15 @@ class _Removal:
         part = Circuit.of({g: circuit.heads(g) for g in groups})
         return lambda rows: keep_mask(part, rows, self.n_layers, self.n_heads)
 
+    def removed(self, circuit: Circuit, groups: tuple[Group, ...]) -> dict[Group, list[Head]]:
+        """The heads of `selected` in `groups` missing from `circuit`."""
+        return {g: [h for h in self.selected.heads(g) if h not in circuit.heads(g)] for g in groups}
+
     def patch(self, circuit: Circuit, groups: tuple[Group, ...]):
         """The patch giving each head of `selected` in `groups` missing from `circuit` its donor's output."""
-        removed = {g: [h for h in self.selected.heads(g) if h not in circuit.heads(g)] for g in groups}
         patches = [
             (self.caches[g].subset(site_mask([h], self.adapter.shape)), self.sites[g])
-            for g, h in removed.items()
+            for g, h in self.removed(circuit, groups).items()
             if h
         ]
 
@@ -112,9 +115,7 @@ class _Removal:
 
     def base(self, circuit: Circuit, groups: tuple[Group, ...]) -> Base:
         """`circuit`'s part in `groups`, as a prefix's base (its patch writes where its removed heads are)."""
-        removed = Circuit.of(
-            {g: [h for h in self.selected.heads(g) if h not in circuit.heads(g)] for g in groups}
-        )
+        removed = Circuit.of(self.removed(circuit, groups))
         return Base(self.keep(circuit, groups), self.patch(circuit, groups), self.keep(removed, groups))
 
 

@@ -35,7 +35,7 @@ from benchmark.circuit import Head
 from benchmark.data import EncodedPairs
 from benchmark.models import ModelUnderStudy
 from benchmark.path_patching.attribution import attribution_estimates
-from benchmark.path_patching.sweep import SiteRuns, Stage, StageEffects, senders_of, sweep_stage
+from benchmark.path_patching.sweep import SiteRuns, Stage, StageEffects, stage_senders, sweep_stage
 from benchmark.records import Prefilter
 from benchmark.settings import DiscoveryConfig
 
@@ -95,7 +95,7 @@ def prefiltered_stage(
     progress: bool = True,
 ) -> tuple[StageEffects, Prefilter]:
     """The stage's effects (exact on the verified heads, AtP's estimate elsewhere) and how it got them."""
-    senders = senders_of(study.adapter, receivers if stage.receivers is not None else None)
+    senders = stage_senders(study.adapter, stage, receivers)
     plain, estimate = attribution_estimates(study, site_runs, stage, receivers, config.batch_size, ATP_STEPS)
     chosen = candidates((plain, estimate), senders, config.max_heads(estimate.mean.numel()))
     sample = sample_others(senders, chosen, seed)

@@ -19,7 +19,7 @@ from benchmark.path_patching.sweep import (
     Stage,
     StageEffects,
     receiver_mask,
-    senders_of,
+    stage_senders,
 )
 
 
@@ -52,7 +52,7 @@ def reference_stage(
         before_reader = (torch.arange(clean.shape[1], device=device)[None] < reader[:, None])[
             :, :, None, None
         ]
-    for layer, head in senders_of(adapter, receivers if stage.receivers is not None else None):
+    for layer, head in stage_senders(adapter, stage, receivers):
         values = frozen.clone()
         values[rows, sites, layer, head] = z_cf[:, layer, head]
         with patch_head_outputs(adapter, values):

@@ -200,6 +200,13 @@ def senders_of(adapter: ArchitectureAdapter, receivers: tuple[Head, ...] | None)
     return [(layer, head) for layer in range(top) for head in range(adapter.shape.n_heads)]
 
 
+def stage_senders(
+    adapter: ArchitectureAdapter, stage: Stage, receivers: tuple[Head, ...] | None
+) -> list[Head]:
+    """The senders of `stage`: every head for the logits stage, else those that can reach `receivers`."""
+    return senders_of(adapter, receivers if stage.receivers is not None else None)
+
+
 def _chunks(n_prompts: int, max_prompts: int) -> Iterator[torch.Tensor]:
     """Prompt indices in chunks of at most `max_prompts`."""
     yield from torch.arange(n_prompts).split(max_prompts)
@@ -292,7 +299,7 @@ def sweep_stage(
     model, adapter = study.model, study.adapter
     prompts = prepare(study, pairs, stage, batch_size) if site_runs is None else site_runs
     if senders is None:
-        senders = senders_of(adapter, receivers if stage.receivers is not None else None)
+        senders = stage_senders(adapter, stage, receivers)
     n, shape = len(pairs), adapter.shape
     relative = torch.zeros(n, shape.n_layers, shape.n_heads)  # [prompt, layer, head]; 0: cannot reach
     bar = tqdm(total=n * len(senders), desc=f"path patching: {stage.group.value}", disable=not progress)
